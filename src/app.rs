@@ -1,0 +1,194 @@
+//! Wires config, store and gRPC services into a server bound to its port.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{codegen::http, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    config::Config,
+    domain::Policy,
+    grpc::{auth::ApiKeyAuth, service::CartApi},
+    proto::{self, cart_service_server::CartServiceServer},
+    store::{
+        CartStore,
+        memory::MemoryStore,
+        postgres::{PgOptions, PgStore},
+    },
+};
+
+/// How often the health service asks the store whether it can serve.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest request accepted (4 MiB), so an oversized message is refused early.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+type ServeFuture = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+pub struct Application {
+    addr: SocketAddr,
+    serve: ServeFuture,
+    stop: oneshot::Sender<()>,
+    store: Arc<dyn CartStore>,
+}
+
+fn policy(config: &Config) -> anyhow::Result<Policy> {
+    let delta = |d: Duration| chrono::TimeDelta::from_std(d).context("duration out of range");
+    Ok(Policy {
+        ttl: delta(config.ttl)?,
+        checkout_timeout: delta(config.checkout_timeout)?,
+    })
+}
+
+pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn CartStore>> {
+    let policy = policy(config)?;
+    Ok(match &config.database_url {
+        Some(url) => {
+            let opts = PgOptions {
+                url: url.clone(),
+                pool_size: config.db_pool_size,
+                timeout: config.db_timeout,
+            };
+            Arc::new(PgStore::connect(&opts, policy).await.context("connecting to Postgres")?)
+        }
+        None => {
+            tracing::warn!("DATABASE_URL is not set: carts live in memory and are lost on restart");
+            Arc::new(MemoryStore::new(policy))
+        }
+    })
+}
+
+impl Application {
+    /// Connects the store, migrates it and binds the listener (port 0 picks one).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = build_store(&config).await?;
+        let auth = ApiKeyAuth::new(config.api_keys.as_ref().map(|p| &p.0[..]).unwrap_or(&[]));
+        if auth.is_open() {
+            tracing::warn!("CART_API_KEYS is not set: serving without authentication as tenant \"default\"");
+        }
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        let addr = listener.local_addr()?;
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(report_health(store.clone(), reporter));
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let api = CartServiceServer::new(CartApi::new(store.clone(), config.default_currency))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let api = tonic::service::interceptor::InterceptedService::new(api, auth);
+
+        let layers = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("rpc", method = %req.uri().path(), request_id = %id)
+            }))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .into_inner();
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(layers)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(api)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            });
+        tracing::info!(%addr, "cart service listening");
+        Ok(Application {
+            addr,
+            serve: Box::pin(serve),
+            stop,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn store(&self) -> Arc<dyn CartStore> {
+        self.store.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight calls finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application { serve, stop, .. } = self;
+        let mut serve = serve;
+        tokio::select! {
+            r = &mut serve => return r.context("gRPC server failed"),
+            () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
+        }
+        let _ = stop.send(());
+        serve.await.context("gRPC server failed")
+    }
+}
+
+/// Reflection over everything served on the port, error details included.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Keeps `grpc.health.v1` in step with the store: NOT_SERVING while it is unreachable.
+async fn report_health(store: Arc<dyn CartStore>, reporter: HealthReporter) {
+    let mut last = None;
+    loop {
+        let status = match store.check_health().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(error = %e, "store unreachable: health is NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status("cart.v1.CartService", status).await;
+            if last.is_some() && status == ServingStatus::Serving {
+                tracing::info!("store reachable again: health is SERVING");
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

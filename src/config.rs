@@ -1,0 +1,129 @@
+//! Settings: each is a flag and an environment variable (names from the
+//! contract's Configuration table).
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+use crate::domain::Currency;
+
+#[derive(Parser, Clone)]
+#[command(name = "cart-service", version, about = "gRPC cart service (cart.v1)")]
+pub struct Config {
+    /// gRPC address.
+    #[arg(long, env = "CART_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    pub listen_addr: SocketAddr,
+
+    /// Postgres connection string; unset runs the in-memory store.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// `tenant:key` pairs, comma-separated; unset runs open as tenant `default`.
+    #[arg(long, env = "CART_API_KEYS", value_parser = parse_pairs, hide_env_values = true)]
+    pub api_keys: Option<Pairs>,
+
+    /// Idle life of an ACTIVE cart (`10s`, `15m`, `30d`).
+    #[arg(long, env = "CART_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// Life of a cart awaiting the customer.
+    #[arg(long, env = "CART_CHECKOUT_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub checkout_timeout: Duration,
+
+    /// Currency of a cart created without one.
+    #[arg(long, env = "CART_DEFAULT_CURRENCY", default_value = "USD", value_parser = parse_currency)]
+    pub default_currency: Currency,
+
+    /// Largest Postgres connection pool.
+    #[arg(long, env = "CART_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+
+    /// Bound on waiting for a Postgres connection; past it calls answer UNAVAILABLE.
+    #[arg(long, env = "CART_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub db_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "CART_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `name:value` pairs whose values are secrets: Debug never shows them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+impl fmt::Debug for Pairs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| format!("{name}:***"))).finish()
+    }
+}
+
+fn parse_pairs(s: &str) -> Result<Pairs, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once(':')
+            .ok_or_else(|| "expected tenant:value pairs separated by commas".to_string())?;
+        let (name, value) = (name.trim(), value.trim());
+        if name.is_empty() || value.is_empty() {
+            return Err("tenant and value must both be non-empty".into());
+        }
+        if out.iter().any(|(_, v)| v == value) {
+            return Err(format!("the same key is given twice (tenant {name})"));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(Pairs(out))
+}
+
+fn parse_currency(s: &str) -> Result<Currency, String> {
+    Currency::parse(s).ok_or_else(|| format!("{s:?} is not an ISO 4217 currency with a minor unit"))
+}
+
+impl Config {
+    /// Defaults for everything, as with no flags and no environment.
+    pub fn defaults() -> Config {
+        Config::parse_from(["cart-service"])
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen_addr", &self.listen_addr)
+            .field("database", &self.database_url.as_ref().map(|_| "set"))
+            .field("api_keys", &self.api_keys)
+            .field("ttl", &self.ttl)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("default_currency", &self.default_currency)
+            .field("db_pool_size", &self.db_pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_parse_and_hide_secrets() {
+        let p = parse_pairs("shop-a:key1, shop-b:key2").unwrap();
+        assert_eq!(p.0[1], ("shop-b".into(), "key2".into()));
+        assert!(!format!("{p:?}").contains("key1"));
+        assert!(parse_pairs("nocolon").is_err());
+        assert!(parse_pairs("a:k,b:k").is_err());
+    }
+
+    #[test]
+    fn durations_use_humantime() {
+        let c = Config::parse_from(["x", "--ttl", "10s", "--checkout-timeout", "15m"]);
+        assert_eq!(c.ttl, Duration::from_secs(10));
+        assert_eq!(c.checkout_timeout, Duration::from_secs(900));
+        assert_eq!(Config::defaults().ttl, Duration::from_secs(30 * 86_400));
+    }
+}

@@ -1,0 +1,585 @@
+//! The cart aggregate: its lines, totals and status machine. Every change
+//! goes through [`Cart::apply`], which checks it against the cart's state
+//! and bumps the version by exactly one.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    command::{Actor, Command, Details, ItemInput, check_quantity},
+    country::Country,
+    error::{CartError, FieldViolation, Reason, Violations},
+    limits::{MAX_LINES, MAX_QUANTITY},
+    money::Currency,
+    status::{CartStatus, ConfirmationType, EventType},
+};
+
+pub type CartId = Uuid;
+
+/// How long carts live; set per deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Idle life of an ACTIVE cart.
+    pub ttl: TimeDelta,
+    /// Life of a cart awaiting the customer.
+    pub checkout_timeout: TimeDelta,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            ttl: TimeDelta::days(30),
+            checkout_timeout: TimeDelta::minutes(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price: Decimal,
+    pub list_price: Decimal,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl LineItem {
+    pub fn line_total(&self) -> Decimal {
+        self.unit_price * Decimal::from(self.quantity)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cart {
+    pub id: CartId,
+    pub customer_id: String,
+    pub reference: String,
+    pub currency: Currency,
+    pub country: Option<Country>,
+    pub channel: String,
+    pub description: String,
+    pub metadata: BTreeMap<String, String>,
+    pub confirmation_type: ConfirmationType,
+    pub callback_url: String,
+    pub callback_cancel_url: String,
+    pub status: CartStatus,
+    /// In the order first added.
+    pub items: Vec<LineItem>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub merged_into_cart_id: Option<CartId>,
+    #[serde(default)]
+    pub cancel_reason: String,
+}
+
+/// What CreateCart asks for, shape already checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCart {
+    pub customer_id: String,
+    pub reference: String,
+    pub currency: Currency,
+    pub country: Option<Country>,
+    pub channel: String,
+    pub description: String,
+    pub metadata: BTreeMap<String, String>,
+    pub confirmation_type: ConfirmationType,
+    pub callback_url: String,
+    pub callback_cancel_url: String,
+    pub items: Vec<ItemInput>,
+}
+
+/// What one applied change was, for the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub event: EventType,
+    pub previous_status: CartStatus,
+}
+
+impl Cart {
+    pub fn create(id: CartId, new: NewCart, now: DateTime<Utc>, policy: &Policy) -> Result<Cart, CartError> {
+        let mut cart = Cart {
+            id,
+            customer_id: new.customer_id,
+            reference: new.reference,
+            currency: new.currency,
+            country: new.country,
+            channel: new.channel,
+            description: new.description,
+            metadata: new.metadata,
+            confirmation_type: new.confirmation_type,
+            callback_url: new.callback_url,
+            callback_cancel_url: new.callback_cancel_url,
+            status: CartStatus::Active,
+            items: Vec::new(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            merged_into_cart_id: None,
+            cancel_reason: String::new(),
+        };
+        cart.add_items(&new.items, "items")?;
+        cart.expires_at = policy.expiry(cart.status, now);
+        Ok(cart)
+    }
+
+    pub fn subtotal(&self) -> Decimal {
+        self.items.iter().map(|l| l.list_price * Decimal::from(l.quantity)).sum()
+    }
+
+    pub fn total(&self) -> Decimal {
+        self.items.iter().map(LineItem::line_total).sum()
+    }
+
+    pub fn discount_total(&self) -> Decimal {
+        self.subtotal() - self.total()
+    }
+
+    pub fn item_quantity(&self) -> i64 {
+        self.items.iter().map(|l| i64::from(l.quantity)).sum()
+    }
+
+    pub fn check_version(&self, expected: i64) -> Result<(), CartError> {
+        if expected != 0 && expected != self.version {
+            return Err(CartError::VersionMismatch {
+                expected,
+                actual: self.version,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies one command. On error the cart is left exactly as it was.
+    pub fn apply(
+        &mut self,
+        cmd: &Command,
+        expected_version: i64,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Result<Change, CartError> {
+        self.check_version(expected_version)?;
+        let mut next = self.clone();
+        let previous_status = self.status;
+        let event = next.change(cmd)?;
+        next.bump(now, policy);
+        *self = next;
+        Ok(Change { event, previous_status })
+    }
+
+    /// Records that a change happened: next version, new expiry.
+    pub(super) fn bump(&mut self, now: DateTime<Utc>, policy: &Policy) {
+        self.version += 1;
+        self.updated_at = now;
+        self.expires_at = policy.expiry(self.status, now);
+    }
+
+    fn change(&mut self, cmd: &Command) -> Result<EventType, CartError> {
+        match cmd {
+            Command::AddItems(items) => {
+                self.require_editable()?;
+                self.add_items(items, "items")?;
+                Ok(EventType::ItemsChanged)
+            }
+            Command::SetItems(items) => {
+                self.require_editable()?;
+                self.set_items(items)?;
+                Ok(EventType::ItemsChanged)
+            }
+            Command::RemoveItems(skus) => {
+                self.require_editable()?;
+                for sku in skus {
+                    let at = self.position(sku).ok_or_else(|| CartError::ItemNotFound { sku: sku.clone() })?;
+                    self.items.remove(at);
+                }
+                Ok(EventType::ItemsChanged)
+            }
+            Command::Clear => {
+                self.require_editable()?;
+                self.items.clear();
+                Ok(EventType::ItemsChanged)
+            }
+            Command::Update(details) => {
+                self.require_editable()?;
+                self.update(details);
+                Ok(EventType::DetailsChanged)
+            }
+            Command::Submit { expected_total } => {
+                self.transition("submit", &[CartStatus::Active], CartStatus::AwaitingCustomer)?;
+                if self.items.is_empty() {
+                    return Err(CartError::Empty);
+                }
+                if let Some(expected) = expected_total
+                    && expected.0 != self.total()
+                {
+                    return Err(CartError::TotalMismatch {
+                        expected: expected.0.to_string(),
+                        actual: self.currency.format(self.total()),
+                    });
+                }
+                Ok(EventType::StatusChanged)
+            }
+            Command::Confirm(Actor::Customer) => {
+                let to = if self.confirmation_type == ConfirmationType::Manual {
+                    CartStatus::AwaitingProvider
+                } else {
+                    CartStatus::Confirmed
+                };
+                self.transition("confirm as customer", &[CartStatus::AwaitingCustomer], to)
+            }
+            Command::Confirm(Actor::Provider) => self.transition(
+                "confirm as provider",
+                &[CartStatus::AwaitingProvider],
+                CartStatus::Confirmed,
+            ),
+            Command::Cancel { reason, .. } => {
+                self.transition(
+                    "cancel",
+                    &[CartStatus::Active, CartStatus::AwaitingCustomer, CartStatus::AwaitingProvider],
+                    CartStatus::Cancelled,
+                )?;
+                self.cancel_reason = reason.clone();
+                Ok(EventType::StatusChanged)
+            }
+            Command::Expire => self.transition(
+                "expire",
+                &[CartStatus::Active, CartStatus::AwaitingCustomer],
+                CartStatus::Expired,
+            ),
+        }
+    }
+
+    pub(super) fn require_editable(&self) -> Result<(), CartError> {
+        if self.status == CartStatus::Active {
+            Ok(())
+        } else {
+            Err(CartError::NotEditable {
+                status: self.status.as_str(),
+            })
+        }
+    }
+
+    pub(super) fn transition(
+        &mut self,
+        action: &'static str,
+        from: &[CartStatus],
+        to: CartStatus,
+    ) -> Result<EventType, CartError> {
+        if !from.contains(&self.status) {
+            return Err(CartError::InvalidTransition {
+                action,
+                status: self.status.as_str(),
+            });
+        }
+        self.status = to;
+        Ok(EventType::StatusChanged)
+    }
+
+    fn position(&self, sku: &str) -> Option<usize> {
+        self.items.iter().position(|l| l.sku == sku)
+    }
+
+    /// Turns an input into a line of this cart's currency.
+    fn line(&self, item: &ItemInput, field: &str) -> Result<LineItem, CartError> {
+        let mut v = Violations::default();
+        let unit = v.check(self.currency.check_scale(item.unit_price, &format!("{field}.unit_price")));
+        let list = match item.list_price {
+            Some(list) => v.check(self.currency.check_scale(list, &format!("{field}.list_price"))),
+            None => unit,
+        };
+        if let (Some(u), Some(l)) = (unit, list)
+            && l < u
+        {
+            v.push(FieldViolation::new(
+                format!("{field}.list_price"),
+                Reason::InvalidAmount,
+                format!("{l} is below the unit price {u}"),
+            ));
+        }
+        v.into_result()?;
+        Ok(LineItem {
+            sku: item.sku.clone(),
+            name: item.name.clone(),
+            quantity: item.quantity,
+            unit_price: unit.unwrap_or_default(),
+            list_price: list.unwrap_or_default(),
+            attributes: item.attributes.clone(),
+        })
+    }
+
+    /// Adds lines: an SKU already here gets its quantity increased and the rest replaced.
+    pub(super) fn add_items(&mut self, items: &[ItemInput], list: &str) -> Result<(), CartError> {
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("{list}[{i}]");
+            let mut line = self.line(item, &field)?;
+            match self.position(&item.sku) {
+                Some(at) => {
+                    line.quantity = self.items[at].quantity.saturating_add(item.quantity);
+                    check_quantity(line.quantity, &format!("{field}.quantity"), false).map_err(|mut v| {
+                        v.description = format!("would make the line {} (at most {MAX_QUANTITY})", line.quantity);
+                        CartError::Invalid(vec![v])
+                    })?;
+                    self.items[at] = line;
+                }
+                None => self.items.push(line),
+            }
+        }
+        self.check_lines()
+    }
+
+    fn set_items(&mut self, items: &[ItemInput]) -> Result<(), CartError> {
+        for (i, item) in items.iter().enumerate() {
+            let at = self.position(&item.sku);
+            if item.quantity == 0 {
+                if let Some(at) = at {
+                    self.items.remove(at);
+                }
+                continue;
+            }
+            let line = self.line(item, &format!("items[{i}]"))?;
+            match at {
+                Some(at) => self.items[at] = line,
+                None => self.items.push(line),
+            }
+        }
+        self.check_lines()
+    }
+
+    pub(super) fn check_lines(&self) -> Result<(), CartError> {
+        if self.items.len() > MAX_LINES {
+            return Err(CartError::TooManyItems {
+                lines: self.items.len(),
+                limit: MAX_LINES,
+            });
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, d: &Details) {
+        if let Some(c) = &d.customer_id {
+            self.customer_id.clone_from(c);
+        }
+        if let Some(c) = d.country {
+            self.country = c;
+        }
+        if let Some(s) = &d.description {
+            self.description.clone_from(s);
+        }
+        if let Some(s) = &d.callback_url {
+            self.callback_url.clone_from(s);
+        }
+        if let Some(s) = &d.callback_cancel_url {
+            self.callback_cancel_url.clone_from(s);
+        }
+        if let Some(m) = &d.metadata {
+            self.metadata.clone_from(m);
+        }
+    }
+}
+
+impl Policy {
+    /// When a cart in `status`, changed at `now`, expires; None when it does not.
+    pub fn expiry(&self, status: CartStatus, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match status {
+            CartStatus::Active => now.checked_add_signed(self.ttl),
+            CartStatus::AwaitingCustomer => now.checked_add_signed(self.checkout_timeout),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::money::Amount;
+
+    pub fn item(sku: &str, qty: i32, price: &str) -> ItemInput {
+        ItemInput {
+            sku: sku.into(),
+            name: format!("{sku} name"),
+            quantity: qty,
+            unit_price: Amount::parse(price, "p").unwrap(),
+            list_price: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    pub fn new_cart(currency: &str, items: Vec<ItemInput>) -> Cart {
+        let new = NewCart {
+            customer_id: String::new(),
+            reference: String::new(),
+            currency: Currency::parse(currency).unwrap(),
+            country: None,
+            channel: "default".into(),
+            description: String::new(),
+            metadata: BTreeMap::new(),
+            confirmation_type: ConfirmationType::Automatic,
+            callback_url: String::new(),
+            callback_cancel_url: String::new(),
+            items,
+        };
+        Cart::create(Uuid::new_v4(), new, Utc::now(), &Policy::default()).unwrap()
+    }
+
+    fn apply(cart: &mut Cart, cmd: Command) -> Result<Change, CartError> {
+        cart.apply(&cmd, 0, Utc::now(), &Policy::default())
+    }
+
+    #[test]
+    fn add_items_increments_and_replaces_details() {
+        let mut cart = new_cart("USD", vec![item("A", 1, "0.10")]);
+        apply(&mut cart, Command::AddItems(vec![item("A", 2, "0.20"), item("B", 1, "0.20")])).unwrap();
+        assert_eq!(cart.items.len(), 2);
+        assert_eq!(cart.items[0].quantity, 3);
+        assert_eq!(cart.items[0].unit_price.to_string(), "0.20");
+        assert_eq!(cart.version, 2);
+        assert_eq!(cart.currency.format(cart.total()), "0.80");
+        assert_eq!(cart.item_quantity(), 4);
+    }
+
+    #[test]
+    fn totals_are_exact_and_discounts_come_from_list_prices() {
+        let mut a = item("A", 1, "0.10");
+        a.list_price = Some(Amount::parse("0.15", "l").unwrap());
+        let cart = new_cart("USD", vec![a, item("B", 1, "0.20")]);
+        assert_eq!(cart.currency.format(cart.total()), "0.30");
+        assert_eq!(cart.currency.format(cart.subtotal()), "0.35");
+        assert_eq!(cart.currency.format(cart.discount_total()), "0.05");
+    }
+
+    #[test]
+    fn list_price_below_unit_price_is_refused() {
+        let mut a = item("A", 1, "1.00");
+        a.list_price = Some(Amount::parse("0.50", "l").unwrap());
+        let mut cart = new_cart("USD", vec![]);
+        let err = apply(&mut cart, Command::AddItems(vec![a])).unwrap_err();
+        assert_eq!(err.reason(), Reason::InvalidAmount);
+        assert_eq!(cart.version, 1, "a refused change leaves the cart as it was");
+    }
+
+    #[test]
+    fn amounts_must_fit_the_currency() {
+        let mut cart = new_cart("ISK", vec![]);
+        let err = apply(&mut cart, Command::AddItems(vec![item("A", 1, "10.5")])).unwrap_err();
+        let CartError::Invalid(v) = err else { panic!("{err:?}") };
+        assert_eq!(v[0].field, "items[0].unit_price");
+        assert_eq!(v[0].reason, Reason::InvalidAmount);
+    }
+
+    #[test]
+    fn set_items_upserts_and_zero_removes() {
+        let mut cart = new_cart("USD", vec![item("A", 5, "1"), item("B", 1, "1")]);
+        apply(&mut cart, Command::SetItems(vec![item("A", 2, "3"), item("B", 0, "1"), item("C", 1, "1")])).unwrap();
+        let got: Vec<_> = cart.items.iter().map(|l| (l.sku.as_str(), l.quantity)).collect();
+        assert_eq!(got, [("A", 2), ("C", 1)]);
+        assert_eq!(cart.items[0].unit_price, Decimal::from(3));
+    }
+
+    #[test]
+    fn remove_of_a_missing_sku_is_item_not_found_and_changes_nothing() {
+        let mut cart = new_cart("USD", vec![item("A", 1, "1")]);
+        let err = apply(&mut cart, Command::RemoveItems(vec!["A".into(), "Z".into()])).unwrap_err();
+        assert_eq!(err.reason(), Reason::ItemNotFound);
+        assert_eq!(cart.items.len(), 1);
+    }
+
+    #[test]
+    fn line_and_quantity_caps() {
+        let mut cart = new_cart("USD", (0..500).map(|i| item(&format!("S{i}"), 1, "1")).collect());
+        let err = apply(&mut cart, Command::AddItems(vec![item("X", 1, "1")])).unwrap_err();
+        assert_eq!(err.reason(), Reason::TooManyItems);
+        let err = apply(&mut cart, Command::AddItems(vec![item("S1", MAX_QUANTITY, "1")])).unwrap_err();
+        assert_eq!(err.reason(), Reason::InvalidQuantity);
+    }
+
+    #[test]
+    fn version_is_checked() {
+        let mut cart = new_cart("USD", vec![]);
+        let err = cart.apply(&Command::Clear, 7, Utc::now(), &Policy::default()).unwrap_err();
+        assert_eq!(err, CartError::VersionMismatch { expected: 7, actual: 1 });
+        cart.apply(&Command::Clear, 1, Utc::now(), &Policy::default()).unwrap();
+        assert_eq!(cart.version, 2);
+    }
+
+    #[test]
+    fn submit_needs_items_and_the_expected_total() {
+        let mut cart = new_cart("USD", vec![]);
+        let submit = |t: Option<&str>| Command::Submit {
+            expected_total: t.map(|t| Amount::parse(t, "t").unwrap()),
+        };
+        assert_eq!(apply(&mut cart, submit(None)).unwrap_err(), CartError::Empty);
+        apply(&mut cart, Command::AddItems(vec![item("A", 3, "0.10")])).unwrap();
+        assert_eq!(apply(&mut cart, submit(Some("0.31"))).unwrap_err().reason(), Reason::TotalMismatch);
+        let change = apply(&mut cart, submit(Some("0.30"))).unwrap();
+        assert_eq!(change.previous_status, CartStatus::Active);
+        assert_eq!(cart.status, CartStatus::AwaitingCustomer);
+        let err = apply(&mut cart, Command::AddItems(vec![item("A", 1, "1")])).unwrap_err();
+        assert_eq!(err.reason(), Reason::CartNotEditable);
+    }
+
+    fn submitted(kind: ConfirmationType) -> Cart {
+        let mut cart = new_cart("USD", vec![item("A", 1, "1")]);
+        cart.confirmation_type = kind;
+        apply(&mut cart, Command::Submit { expected_total: None }).unwrap();
+        cart
+    }
+
+    #[test]
+    fn confirmation_types() {
+        for kind in [ConfirmationType::Automatic, ConfirmationType::ServerCallback] {
+            let mut cart = submitted(kind);
+            let err = apply(&mut cart, Command::Confirm(Actor::Provider)).unwrap_err();
+            assert_eq!(err.reason(), Reason::InvalidTransition);
+            apply(&mut cart, Command::Confirm(Actor::Customer)).unwrap();
+            assert_eq!(cart.status, CartStatus::Confirmed);
+        }
+        let mut cart = submitted(ConfirmationType::Manual);
+        apply(&mut cart, Command::Confirm(Actor::Customer)).unwrap();
+        assert_eq!(cart.status, CartStatus::AwaitingProvider);
+        assert_eq!(cart.expires_at, None);
+        let err = apply(&mut cart, Command::Confirm(Actor::Customer)).unwrap_err();
+        assert_eq!(err.reason(), Reason::InvalidTransition);
+        apply(&mut cart, Command::Confirm(Actor::Provider)).unwrap();
+        assert_eq!(cart.status, CartStatus::Confirmed);
+    }
+
+    #[test]
+    fn final_statuses_refuse_every_change() {
+        let mut confirmed = submitted(ConfirmationType::Automatic);
+        apply(&mut confirmed, Command::Confirm(Actor::Customer)).unwrap();
+        let mut cancelled = new_cart("USD", vec![]);
+        apply(&mut cancelled, Command::Cancel { actor: None, reason: "x".into() }).unwrap();
+        assert_eq!(cancelled.cancel_reason, "x");
+        let mut expired = new_cart("USD", vec![]);
+        apply(&mut expired, Command::Expire).unwrap();
+        for mut cart in [confirmed, cancelled, expired] {
+            let before = cart.clone();
+            for cmd in [
+                Command::Clear,
+                Command::Submit { expected_total: None },
+                Command::Confirm(Actor::Provider),
+                Command::Cancel { actor: None, reason: String::new() },
+                Command::Expire,
+            ] {
+                assert!(apply(&mut cart, cmd).is_err());
+            }
+            assert_eq!(cart, before);
+        }
+    }
+
+    #[test]
+    fn expiry_follows_the_status() {
+        let p = Policy::default();
+        let now = Utc::now();
+        assert_eq!(p.expiry(CartStatus::Active, now), Some(now + p.ttl));
+        assert_eq!(p.expiry(CartStatus::AwaitingCustomer, now), Some(now + p.checkout_timeout));
+        assert_eq!(p.expiry(CartStatus::Confirmed, now), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! Everything that can go wrong with a cart call. `grpc::status` is the one
+//! place that turns these into wire codes.
+
+use std::fmt;
+
+/// The `google.rpc.ErrorInfo` reasons of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    InvalidCurrency,
+    InvalidCountry,
+    InvalidAmount,
+    InvalidQuantity,
+    InvalidSku,
+    InvalidField,
+    CartNotFound,
+    ItemNotFound,
+    CartNotEditable,
+    CartEmpty,
+    InvalidTransition,
+    TooManyItems,
+    TotalMismatch,
+    VersionMismatch,
+    ReferenceTaken,
+    IdempotencyKeyReused,
+    CustomerMismatch,
+    Unauthenticated,
+    StoreUnavailable,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidCurrency => "INVALID_CURRENCY",
+            Reason::InvalidCountry => "INVALID_COUNTRY",
+            Reason::InvalidAmount => "INVALID_AMOUNT",
+            Reason::InvalidQuantity => "INVALID_QUANTITY",
+            Reason::InvalidSku => "INVALID_SKU",
+            Reason::InvalidField => "INVALID_FIELD",
+            Reason::CartNotFound => "CART_NOT_FOUND",
+            Reason::ItemNotFound => "ITEM_NOT_FOUND",
+            Reason::CartNotEditable => "CART_NOT_EDITABLE",
+            Reason::CartEmpty => "CART_EMPTY",
+            Reason::InvalidTransition => "INVALID_TRANSITION",
+            Reason::TooManyItems => "TOO_MANY_ITEMS",
+            Reason::TotalMismatch => "TOTAL_MISMATCH",
+            Reason::VersionMismatch => "VERSION_MISMATCH",
+            Reason::ReferenceTaken => "REFERENCE_TAKEN",
+            Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Reason::CustomerMismatch => "CUSTOMER_MISMATCH",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::StoreUnavailable => "STORE_UNAVAILABLE",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One bad field of a request: the field path as the caller wrote it
+/// (`items[2].unit_price`), why, and the reason code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub reason: Reason,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, reason: Reason, description: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            reason,
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CartError {
+    /// Bad input; never empty.
+    #[error("invalid request: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldViolation>),
+    #[error("cart not found")]
+    CartNotFound,
+    #[error("item {sku:?} is not in the cart")]
+    ItemNotFound { sku: String },
+    #[error("cart is {status} and cannot be changed")]
+    NotEditable { status: &'static str },
+    #[error("cart has no items")]
+    Empty,
+    #[error("cannot {action} a cart that is {status}")]
+    InvalidTransition {
+        action: &'static str,
+        status: &'static str,
+    },
+    #[error("{}: {}", .0.field, .0.description)]
+    Precondition(FieldViolation),
+    #[error("cart would have {lines} lines, more than the limit of {limit}")]
+    TooManyItems { lines: usize, limit: usize },
+    #[error("expected total {expected} but the cart totals {actual}")]
+    TotalMismatch { expected: String, actual: String },
+    #[error("expected version {expected} but the cart is at version {actual}")]
+    VersionMismatch { expected: i64, actual: i64 },
+    #[error("reference {0:?} is already used by another cart")]
+    ReferenceTaken(String),
+    #[error("request_id was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("{0}")]
+    CustomerMismatch(String),
+    #[error("missing or unknown API key")]
+    Unauthenticated,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected store answer; logged in full, never detailed to callers.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CartError {
+    pub fn invalid(field: impl Into<String>, reason: Reason, description: impl Into<String>) -> Self {
+        CartError::Invalid(vec![FieldViolation::new(field, reason, description)])
+    }
+
+    pub fn reason(&self) -> Reason {
+        match self {
+            CartError::Invalid(v) => v.first().map_or(Reason::InvalidField, |v| v.reason),
+            CartError::CartNotFound => Reason::CartNotFound,
+            CartError::ItemNotFound { .. } => Reason::ItemNotFound,
+            CartError::NotEditable { .. } => Reason::CartNotEditable,
+            CartError::Empty => Reason::CartEmpty,
+            CartError::InvalidTransition { .. } => Reason::InvalidTransition,
+            CartError::Precondition(v) => v.reason,
+            CartError::TooManyItems { .. } => Reason::TooManyItems,
+            CartError::TotalMismatch { .. } => Reason::TotalMismatch,
+            CartError::VersionMismatch { .. } => Reason::VersionMismatch,
+            CartError::ReferenceTaken(_) => Reason::ReferenceTaken,
+            CartError::IdempotencyKeyReused => Reason::IdempotencyKeyReused,
+            CartError::CustomerMismatch(_) => Reason::CustomerMismatch,
+            CartError::Unauthenticated => Reason::Unauthenticated,
+            CartError::Unavailable(_) => Reason::StoreUnavailable,
+            CartError::Internal(_) => Reason::StoreUnavailable,
+        }
+    }
+}
+
+/// Collects field violations while a request is checked, so that one answer
+/// names every bad field instead of the first.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn push(&mut self, v: FieldViolation) {
+        self.0.push(v);
+    }
+
+    /// Keeps the value when `r` is Ok, records the violation otherwise.
+    pub fn check<T>(&mut self, r: Result<T, FieldViolation>) -> Option<T> {
+        match r {
+            Ok(t) => Some(t),
+            Err(v) => {
+                self.0.push(v);
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), CartError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CartError::Invalid(self.0))
+        }
+    }
+}

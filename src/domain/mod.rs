@@ -1,0 +1,38 @@
+//! The cart domain: validated values, the cart aggregate and its status
+//! machine. Pure code with no I/O; both stores and the gRPC layer build on it.
+
+pub mod cart;
+pub mod command;
+pub mod country;
+pub mod error;
+pub mod limits;
+pub mod merge;
+pub mod money;
+pub mod status;
+pub mod text;
+
+pub use cart::{Cart, CartId, LineItem, NewCart, Policy};
+pub use command::{Actor, Command, Details, ItemInput};
+pub use country::Country;
+pub use error::{CartError, FieldViolation, Reason};
+pub use merge::{MergeOutcome, MergeStrategy, merge};
+pub use money::{Amount, Currency};
+pub use status::{CartStatus, ConfirmationType, EventType};
+
+/// The owner of a set of carts, taken from the caller's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A caller-chosen idempotency key with the fingerprint of the request it
+/// was first used for (a hash of the request without its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}

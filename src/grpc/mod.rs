@@ -1,0 +1,7 @@
+//! The gRPC adapter: the CartService implementation (proto <-> domain
+//! only), request conversion, error statuses and authentication.
+
+pub mod auth;
+pub mod convert;
+pub mod service;
+pub mod status;

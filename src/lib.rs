@@ -1,0 +1,17 @@
+//! The cart service: a gRPC API (cart.v1) over a transactional cart store.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod store;
+pub mod telemetry;
+
+/// Code generated from `proto/cart/v1/cart.proto`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("cart.v1");
+
+    /// Descriptors of every file we compile, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cart_descriptor");
+}

@@ -1,0 +1,72 @@
+//! The statements of the Postgres store. Each change is ONE statement: the
+//! cart row, its event and its idempotency key are written together by a
+//! data-modifying CTE, so a change commits in one round trip.
+
+/// $1 tenant, $2 id.
+pub const GET_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2";
+
+/// As GET_CART, holding the row until the transaction ends.
+pub const LOCK_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2 FOR UPDATE";
+
+/// $1 tenant, $2 ids; locks in id order so that two merges cannot deadlock.
+pub const LOCK_CARTS: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
+
+/// $1 tenant, $2 key, $3 oldest creation time still remembered.
+pub const GET_KEY: &str = "SELECT fingerprint, response FROM idempotency_keys \
+     WHERE tenant = $1 AND key = $2 AND created_at > $3";
+
+/// $1 tenant, $2 key, $3 cutoff: forgets a key older than the window so it can be used again.
+pub const FORGET_KEY: &str = "DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2 AND created_at <= $3";
+
+/// $1 tenant, $2 reference.
+pub const GET_BY_REFERENCE: &str = "SELECT doc, create_fingerprint FROM carts WHERE tenant = $1 AND reference = $2";
+
+/// Inserts a cart with its CREATED event and key. Answers 0 when the
+/// reference is taken. $1 tenant, $2 id, $3 status, $4 customer, $5
+/// reference (NULL: none), $6 now, $7 expires, $8 fingerprint, $9 doc,
+/// $10 key (NULL: none), $11 key fingerprint.
+pub const INSERT_CART: &str = "
+WITH ins AS (
+    INSERT INTO carts (tenant, id, version, status, customer_id, reference, created_at, updated_at,
+                       expires_at, create_fingerprint, doc)
+    VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7, $8, $9)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), ev AS (
+    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
+    SELECT $1, id, 1, 'CREATED', $3, NULL, $6, $9 FROM ins
+), idem AS (
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at)
+    SELECT $1, $10, $11, $9, $6 FROM ins WHERE $10::text IS NOT NULL
+)
+SELECT count(*) FROM ins";
+
+/// Writes the next version of a cart with its event (and key). Answers 0
+/// when the stored version is no longer $3 - 1 (a concurrent change won).
+/// $1 tenant, $2 id, $3 new version, $4 status, $5 customer, $6 now, $7
+/// expires, $8 doc, $9 event type, $10 previous status, $11 key (NULL:
+/// none), $12 key fingerprint, $13 response to remember.
+pub const WRITE_CART: &str = "
+WITH upd AS (
+    UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7, doc = $8
+    WHERE tenant = $1 AND id = $2 AND version = $3 - 1
+    RETURNING id
+), ev AS (
+    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
+    SELECT $1, id, $3, $9, $4, $10, $6, $8 FROM upd
+), idem AS (
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at)
+    SELECT $1, $11, $12, $13, $6 FROM upd WHERE $11::text IS NOT NULL
+)
+SELECT count(*) FROM upd";
+
+/// $1 tenant, $2 customer ('' = all), $3 statuses (empty = all), $4/$5
+/// cursor (created_at, id; NULL = first page), $6 limit.
+pub const LIST_CARTS: &str = "
+SELECT doc FROM carts
+WHERE tenant = $1
+  AND ($2 = '' OR customer_id = $2)
+  AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
+  AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $6";
