@@ -6,7 +6,10 @@ use std::{env, path::PathBuf};
 use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/cart/v1/cart.proto", "proto/google/rpc/error_details.proto"];
+    let files = [
+        "proto/cart/v1/cart.proto",
+        "proto/google/rpc/error_details.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
 
     let fds = protox::compile(files, ["proto"])?;

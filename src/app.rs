@@ -56,7 +56,11 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn CartStore>> 
                 pool_size: config.db_pool_size,
                 timeout: config.db_timeout,
             };
-            Arc::new(PgStore::connect(&opts, policy).await.context("connecting to Postgres")?)
+            Arc::new(
+                PgStore::connect(&opts, policy)
+                    .await
+                    .context("connecting to Postgres")?,
+            )
         }
         None => {
             tracing::warn!("DATABASE_URL is not set: carts live in memory and are lost on restart");
@@ -71,7 +75,9 @@ impl Application {
         let store = build_store(&config).await?;
         let auth = ApiKeyAuth::new(config.api_keys.as_ref().map(|p| &p.0[..]).unwrap_or(&[]));
         if auth.is_open() {
-            tracing::warn!("CART_API_KEYS is not set: serving without authentication as tenant \"default\"");
+            tracing::warn!(
+                "CART_API_KEYS is not set: serving without authentication as tenant \"default\""
+            );
         }
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -90,10 +96,16 @@ impl Application {
 
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("rpc", method = %req.uri().path(), request_id = %id)
-            }))
+            .layer(
+                TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("rpc", method = %req.uri().path(), request_id = %id)
+                }),
+            )
             .layer(PropagateRequestIdLayer::x_request_id())
             .into_inner();
 
@@ -161,7 +173,9 @@ async fn report_health(store: Arc<dyn CartStore>, reporter: HealthReporter) {
         };
         if last != Some(status) {
             reporter.set_service_status("", status).await;
-            reporter.set_service_status("cart.v1.CartService", status).await;
+            reporter
+                .set_service_status("cart.v1.CartService", status)
+                .await;
             if last.is_some() && status == ServingStatus::Serving {
                 tracing::info!("store reachable again: health is SERVING");
             }

@@ -59,7 +59,9 @@ pub struct Pairs(pub Vec<(String, String)>);
 
 impl fmt::Debug for Pairs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(name, _)| format!("{name}:***"))).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}:***")))
+            .finish()
     }
 }
 

@@ -104,7 +104,12 @@ pub struct Change {
 }
 
 impl Cart {
-    pub fn create(id: CartId, new: NewCart, now: DateTime<Utc>, policy: &Policy) -> Result<Cart, CartError> {
+    pub fn create(
+        id: CartId,
+        new: NewCart,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Result<Cart, CartError> {
         let mut cart = Cart {
             id,
             customer_id: new.customer_id,
@@ -132,7 +137,10 @@ impl Cart {
     }
 
     pub fn subtotal(&self) -> Decimal {
-        self.items.iter().map(|l| l.list_price * Decimal::from(l.quantity)).sum()
+        self.items
+            .iter()
+            .map(|l| l.list_price * Decimal::from(l.quantity))
+            .sum()
     }
 
     pub fn total(&self) -> Decimal {
@@ -171,7 +179,10 @@ impl Cart {
         let event = next.change(cmd)?;
         next.bump(now, policy);
         *self = next;
-        Ok(Change { event, previous_status })
+        Ok(Change {
+            event,
+            previous_status,
+        })
     }
 
     /// Records that a change happened: next version, new expiry.
@@ -196,7 +207,9 @@ impl Cart {
             Command::RemoveItems(skus) => {
                 self.require_editable()?;
                 for sku in skus {
-                    let at = self.position(sku).ok_or_else(|| CartError::ItemNotFound { sku: sku.clone() })?;
+                    let at = self
+                        .position(sku)
+                        .ok_or_else(|| CartError::ItemNotFound { sku: sku.clone() })?;
                     self.items.remove(at);
                 }
                 Ok(EventType::ItemsChanged)
@@ -212,7 +225,11 @@ impl Cart {
                 Ok(EventType::DetailsChanged)
             }
             Command::Submit { expected_total } => {
-                self.transition("submit", &[CartStatus::Active], CartStatus::AwaitingCustomer)?;
+                self.transition(
+                    "submit",
+                    &[CartStatus::Active],
+                    CartStatus::AwaitingCustomer,
+                )?;
                 if self.items.is_empty() {
                     return Err(CartError::Empty);
                 }
@@ -242,7 +259,11 @@ impl Cart {
             Command::Cancel { reason, .. } => {
                 self.transition(
                     "cancel",
-                    &[CartStatus::Active, CartStatus::AwaitingCustomer, CartStatus::AwaitingProvider],
+                    &[
+                        CartStatus::Active,
+                        CartStatus::AwaitingCustomer,
+                        CartStatus::AwaitingProvider,
+                    ],
                     CartStatus::Cancelled,
                 )?;
                 self.cancel_reason = reason.clone();
@@ -289,9 +310,15 @@ impl Cart {
     /// Turns an input into a line of this cart's currency.
     fn line(&self, item: &ItemInput, field: &str) -> Result<LineItem, CartError> {
         let mut v = Violations::default();
-        let unit = v.check(self.currency.check_scale(item.unit_price, &format!("{field}.unit_price")));
+        let unit = v.check(
+            self.currency
+                .check_scale(item.unit_price, &format!("{field}.unit_price")),
+        );
         let list = match item.list_price {
-            Some(list) => v.check(self.currency.check_scale(list, &format!("{field}.list_price"))),
+            Some(list) => v.check(
+                self.currency
+                    .check_scale(list, &format!("{field}.list_price")),
+            ),
             None => unit,
         };
         if let (Some(u), Some(l)) = (unit, list)
@@ -322,10 +349,15 @@ impl Cart {
             match self.position(&item.sku) {
                 Some(at) => {
                     line.quantity = self.items[at].quantity.saturating_add(item.quantity);
-                    check_quantity(line.quantity, &format!("{field}.quantity"), false).map_err(|mut v| {
-                        v.description = format!("would make the line {} (at most {MAX_QUANTITY})", line.quantity);
-                        CartError::Invalid(vec![v])
-                    })?;
+                    check_quantity(line.quantity, &format!("{field}.quantity"), false).map_err(
+                        |mut v| {
+                            v.description = format!(
+                                "would make the line {} (at most {MAX_QUANTITY})",
+                                line.quantity
+                            );
+                            CartError::Invalid(vec![v])
+                        },
+                    )?;
                     self.items[at] = line;
                 }
                 None => self.items.push(line),
@@ -435,7 +467,11 @@ pub(crate) mod tests {
     #[test]
     fn add_items_increments_and_replaces_details() {
         let mut cart = new_cart("USD", vec![item("A", 1, "0.10")]);
-        apply(&mut cart, Command::AddItems(vec![item("A", 2, "0.20"), item("B", 1, "0.20")])).unwrap();
+        apply(
+            &mut cart,
+            Command::AddItems(vec![item("A", 2, "0.20"), item("B", 1, "0.20")]),
+        )
+        .unwrap();
         assert_eq!(cart.items.len(), 2);
         assert_eq!(cart.items[0].quantity, 3);
         assert_eq!(cart.items[0].unit_price.to_string(), "0.20");
@@ -461,14 +497,19 @@ pub(crate) mod tests {
         let mut cart = new_cart("USD", vec![]);
         let err = apply(&mut cart, Command::AddItems(vec![a])).unwrap_err();
         assert_eq!(err.reason(), Reason::InvalidAmount);
-        assert_eq!(cart.version, 1, "a refused change leaves the cart as it was");
+        assert_eq!(
+            cart.version, 1,
+            "a refused change leaves the cart as it was"
+        );
     }
 
     #[test]
     fn amounts_must_fit_the_currency() {
         let mut cart = new_cart("ISK", vec![]);
         let err = apply(&mut cart, Command::AddItems(vec![item("A", 1, "10.5")])).unwrap_err();
-        let CartError::Invalid(v) = err else { panic!("{err:?}") };
+        let CartError::Invalid(v) = err else {
+            panic!("{err:?}")
+        };
         assert_eq!(v[0].field, "items[0].unit_price");
         assert_eq!(v[0].reason, Reason::InvalidAmount);
     }
@@ -476,8 +517,20 @@ pub(crate) mod tests {
     #[test]
     fn set_items_upserts_and_zero_removes() {
         let mut cart = new_cart("USD", vec![item("A", 5, "1"), item("B", 1, "1")]);
-        apply(&mut cart, Command::SetItems(vec![item("A", 2, "3"), item("B", 0, "1"), item("C", 1, "1")])).unwrap();
-        let got: Vec<_> = cart.items.iter().map(|l| (l.sku.as_str(), l.quantity)).collect();
+        apply(
+            &mut cart,
+            Command::SetItems(vec![
+                item("A", 2, "3"),
+                item("B", 0, "1"),
+                item("C", 1, "1"),
+            ]),
+        )
+        .unwrap();
+        let got: Vec<_> = cart
+            .items
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity))
+            .collect();
         assert_eq!(got, [("A", 2), ("C", 1)]);
         assert_eq!(cart.items[0].unit_price, Decimal::from(3));
     }
@@ -485,26 +538,46 @@ pub(crate) mod tests {
     #[test]
     fn remove_of_a_missing_sku_is_item_not_found_and_changes_nothing() {
         let mut cart = new_cart("USD", vec![item("A", 1, "1")]);
-        let err = apply(&mut cart, Command::RemoveItems(vec!["A".into(), "Z".into()])).unwrap_err();
+        let err = apply(
+            &mut cart,
+            Command::RemoveItems(vec!["A".into(), "Z".into()]),
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), Reason::ItemNotFound);
         assert_eq!(cart.items.len(), 1);
     }
 
     #[test]
     fn line_and_quantity_caps() {
-        let mut cart = new_cart("USD", (0..500).map(|i| item(&format!("S{i}"), 1, "1")).collect());
+        let mut cart = new_cart(
+            "USD",
+            (0..500).map(|i| item(&format!("S{i}"), 1, "1")).collect(),
+        );
         let err = apply(&mut cart, Command::AddItems(vec![item("X", 1, "1")])).unwrap_err();
         assert_eq!(err.reason(), Reason::TooManyItems);
-        let err = apply(&mut cart, Command::AddItems(vec![item("S1", MAX_QUANTITY, "1")])).unwrap_err();
+        let err = apply(
+            &mut cart,
+            Command::AddItems(vec![item("S1", MAX_QUANTITY, "1")]),
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), Reason::InvalidQuantity);
     }
 
     #[test]
     fn version_is_checked() {
         let mut cart = new_cart("USD", vec![]);
-        let err = cart.apply(&Command::Clear, 7, Utc::now(), &Policy::default()).unwrap_err();
-        assert_eq!(err, CartError::VersionMismatch { expected: 7, actual: 1 });
-        cart.apply(&Command::Clear, 1, Utc::now(), &Policy::default()).unwrap();
+        let err = cart
+            .apply(&Command::Clear, 7, Utc::now(), &Policy::default())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CartError::VersionMismatch {
+                expected: 7,
+                actual: 1
+            }
+        );
+        cart.apply(&Command::Clear, 1, Utc::now(), &Policy::default())
+            .unwrap();
         assert_eq!(cart.version, 2);
     }
 
@@ -514,9 +587,15 @@ pub(crate) mod tests {
         let submit = |t: Option<&str>| Command::Submit {
             expected_total: t.map(|t| Amount::parse(t, "t").unwrap()),
         };
-        assert_eq!(apply(&mut cart, submit(None)).unwrap_err(), CartError::Empty);
+        assert_eq!(
+            apply(&mut cart, submit(None)).unwrap_err(),
+            CartError::Empty
+        );
         apply(&mut cart, Command::AddItems(vec![item("A", 3, "0.10")])).unwrap();
-        assert_eq!(apply(&mut cart, submit(Some("0.31"))).unwrap_err().reason(), Reason::TotalMismatch);
+        assert_eq!(
+            apply(&mut cart, submit(Some("0.31"))).unwrap_err().reason(),
+            Reason::TotalMismatch
+        );
         let change = apply(&mut cart, submit(Some("0.30"))).unwrap();
         assert_eq!(change.previous_status, CartStatus::Active);
         assert_eq!(cart.status, CartStatus::AwaitingCustomer);
@@ -527,13 +606,22 @@ pub(crate) mod tests {
     fn submitted(kind: ConfirmationType) -> Cart {
         let mut cart = new_cart("USD", vec![item("A", 1, "1")]);
         cart.confirmation_type = kind;
-        apply(&mut cart, Command::Submit { expected_total: None }).unwrap();
+        apply(
+            &mut cart,
+            Command::Submit {
+                expected_total: None,
+            },
+        )
+        .unwrap();
         cart
     }
 
     #[test]
     fn confirmation_types() {
-        for kind in [ConfirmationType::Automatic, ConfirmationType::ServerCallback] {
+        for kind in [
+            ConfirmationType::Automatic,
+            ConfirmationType::ServerCallback,
+        ] {
             let mut cart = submitted(kind);
             let err = apply(&mut cart, Command::Confirm(Actor::Provider)).unwrap_err();
             assert_eq!(err.reason(), Reason::InvalidTransition);
@@ -555,7 +643,14 @@ pub(crate) mod tests {
         let mut confirmed = submitted(ConfirmationType::Automatic);
         apply(&mut confirmed, Command::Confirm(Actor::Customer)).unwrap();
         let mut cancelled = new_cart("USD", vec![]);
-        apply(&mut cancelled, Command::Cancel { actor: None, reason: "x".into() }).unwrap();
+        apply(
+            &mut cancelled,
+            Command::Cancel {
+                actor: None,
+                reason: "x".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(cancelled.cancel_reason, "x");
         let mut expired = new_cart("USD", vec![]);
         apply(&mut expired, Command::Expire).unwrap();
@@ -563,9 +658,14 @@ pub(crate) mod tests {
             let before = cart.clone();
             for cmd in [
                 Command::Clear,
-                Command::Submit { expected_total: None },
+                Command::Submit {
+                    expected_total: None,
+                },
                 Command::Confirm(Actor::Provider),
-                Command::Cancel { actor: None, reason: String::new() },
+                Command::Cancel {
+                    actor: None,
+                    reason: String::new(),
+                },
                 Command::Expire,
             ] {
                 assert!(apply(&mut cart, cmd).is_err());
@@ -579,7 +679,10 @@ pub(crate) mod tests {
         let p = Policy::default();
         let now = Utc::now();
         assert_eq!(p.expiry(CartStatus::Active, now), Some(now + p.ttl));
-        assert_eq!(p.expiry(CartStatus::AwaitingCustomer, now), Some(now + p.checkout_timeout));
+        assert_eq!(
+            p.expiry(CartStatus::AwaitingCustomer, now),
+            Some(now + p.checkout_timeout)
+        );
         assert_eq!(p.expiry(CartStatus::Confirmed, now), None);
     }
 }

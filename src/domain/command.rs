@@ -96,9 +96,14 @@ pub enum Command {
     RemoveItems(Vec<String>),
     Clear,
     Update(Details),
-    Submit { expected_total: Option<Amount> },
+    Submit {
+        expected_total: Option<Amount>,
+    },
     Confirm(Actor),
-    Cancel { actor: Option<Actor>, reason: String },
+    Cancel {
+        actor: Option<Actor>,
+        reason: String,
+    },
     /// The expiry sweeper's change; never sent by callers.
     Expire,
 }

@@ -12,7 +12,9 @@ impl Country {
         if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
             return None;
         }
-        isocountry::CountryCode::for_alpha2_caseless(code).ok().map(Country)
+        isocountry::CountryCode::for_alpha2_caseless(code)
+            .ok()
+            .map(Country)
     }
 
     pub fn code(self) -> &'static str {

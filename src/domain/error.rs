@@ -120,7 +120,11 @@ pub enum CartError {
 }
 
 impl CartError {
-    pub fn invalid(field: impl Into<String>, reason: Reason, description: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        reason: Reason,
+        description: impl Into<String>,
+    ) -> Self {
         CartError::Invalid(vec![FieldViolation::new(field, reason, description)])
     }
 

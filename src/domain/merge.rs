@@ -46,7 +46,11 @@ pub fn merge(
     let outcome = match strategy {
         MergeStrategy::CombineItems => {
             let tgt = tgt.as_mut().ok_or_else(|| {
-                CartError::invalid("target_cart_id", Reason::InvalidField, "is required to combine items")
+                CartError::invalid(
+                    "target_cart_id",
+                    Reason::InvalidField,
+                    "is required to combine items",
+                )
             })?;
             combine(&mut src, tgt, customer_id)?
         }
@@ -122,9 +126,17 @@ fn combine(src: &mut Cart, tgt: &mut Cart, customer_id: &str) -> Result<MergeOut
     })
 }
 
-fn keep_source(src: &mut Cart, tgt: Option<&mut Cart>, customer_id: &str) -> Result<MergeOutcome, CartError> {
+fn keep_source(
+    src: &mut Cart,
+    tgt: Option<&mut Cart>,
+    customer_id: &str,
+) -> Result<MergeOutcome, CartError> {
     if customer_id.is_empty() {
-        return Err(CartError::invalid("customer_id", Reason::InvalidField, "is required to keep the source"));
+        return Err(CartError::invalid(
+            "customer_id",
+            Reason::InvalidField,
+            "is required to keep the source",
+        ));
     }
     src.require_editable()?;
     check_owner(src, customer_id, "source_cart_id")?;
@@ -152,7 +164,12 @@ mod tests {
     use super::*;
     use crate::domain::cart::tests::{item, new_cart};
 
-    fn run(src: &mut Cart, tgt: Option<&mut Cart>, customer: &str, s: MergeStrategy) -> Result<MergeOutcome, CartError> {
+    fn run(
+        src: &mut Cart,
+        tgt: Option<&mut Cart>,
+        customer: &str,
+        s: MergeStrategy,
+    ) -> Result<MergeOutcome, CartError> {
         merge(src, tgt, customer, s, 0, Utc::now(), &Policy::default())
     }
 
@@ -166,7 +183,11 @@ mod tests {
         assert_eq!(src.status, CartStatus::Merged);
         assert_eq!(src.merged_into_cart_id, Some(tgt.id));
         assert_eq!((src.version, tgt.version), (2, 2));
-        let got: Vec<_> = tgt.items.iter().map(|l| (l.sku.as_str(), l.quantity)).collect();
+        let got: Vec<_> = tgt
+            .items
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity))
+            .collect();
         assert_eq!(got, [("A", 3), ("B", 1)]);
     }
 

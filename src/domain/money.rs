@@ -88,7 +88,8 @@ pub struct Amount(pub Decimal);
 
 impl Amount {
     pub fn parse(s: &str, field: &str) -> Result<Amount, FieldViolation> {
-        let bad = |why: &str| FieldViolation::new(field, Reason::InvalidAmount, format!("{s:?} {why}"));
+        let bad =
+            |why: &str| FieldViolation::new(field, Reason::InvalidAmount, format!("{s:?} {why}"));
         let (int, frac) = s.split_once('.').unwrap_or((s, ""));
         let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
         if int.is_empty() || !digits(int) || !digits(frac) || (s.contains('.') && frac.is_empty()) {
@@ -131,23 +132,52 @@ mod tests {
     fn sums_are_exact() {
         let a = Amount::parse("0.10", "a").unwrap().0 + Amount::parse("0.20", "b").unwrap().0;
         assert_eq!(usd().format(a), "0.30");
-        assert_eq!(Currency::parse("ISK").unwrap().format(Decimal::from(1500)), "1500");
-        assert_eq!(Currency::parse("BHD").unwrap().format(Decimal::new(15, 1)), "1.500");
+        assert_eq!(
+            Currency::parse("ISK").unwrap().format(Decimal::from(1500)),
+            "1500"
+        );
+        assert_eq!(
+            Currency::parse("BHD").unwrap().format(Decimal::new(15, 1)),
+            "1.500"
+        );
     }
 
     #[test]
     fn scale_is_checked_against_the_currency() {
-        let f = |s: &str, c: &str| Currency::parse(c).unwrap().check_scale(Amount::parse(s, "x").unwrap(), "x");
+        let f = |s: &str, c: &str| {
+            Currency::parse(c)
+                .unwrap()
+                .check_scale(Amount::parse(s, "x").unwrap(), "x")
+        };
         assert!(f("1.005", "USD").is_err());
         assert!(f("10.5", "ISK").is_err());
-        assert!(f("1.500", "USD").is_ok(), "trailing zeros are not extra precision");
+        assert!(
+            f("1.500", "USD").is_ok(),
+            "trailing zeros are not extra precision"
+        );
         assert!(f("1.005", "BHD").is_ok());
         assert!(f("10", "ISK").is_ok());
     }
 
     #[test]
     fn malformed_amounts_are_refused() {
-        for s in ["", "-1", "-0", "+1", "1e3", "1e400", "NaN", "inf", " 1", "1.", ".5", "1,5", "0x10", "1000000000000.01", "99999999999999"] {
+        for s in [
+            "",
+            "-1",
+            "-0",
+            "+1",
+            "1e3",
+            "1e400",
+            "NaN",
+            "inf",
+            " 1",
+            "1.",
+            ".5",
+            "1,5",
+            "0x10",
+            "1000000000000.01",
+            "99999999999999",
+        ] {
             let e = Amount::parse(s, "items[0].unit_price").unwrap_err();
             assert_eq!(e.reason, Reason::InvalidAmount, "{s}");
             assert_eq!(e.field, "items[0].unit_price");

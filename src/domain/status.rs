@@ -32,7 +32,10 @@ impl CartStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            CartStatus::Confirmed | CartStatus::Cancelled | CartStatus::Expired | CartStatus::Merged
+            CartStatus::Confirmed
+                | CartStatus::Cancelled
+                | CartStatus::Expired
+                | CartStatus::Merged
         )
     }
 
@@ -106,15 +109,26 @@ mod tests {
         for s in CartStatus::ALL {
             assert_eq!(CartStatus::parse(s.as_str()), Some(s));
         }
-        assert_eq!(EventType::parse("STATUS_CHANGED"), Some(EventType::StatusChanged));
+        assert_eq!(
+            EventType::parse("STATUS_CHANGED"),
+            Some(EventType::StatusChanged)
+        );
     }
 
     #[test]
     fn final_statuses() {
-        let finals: Vec<_> = CartStatus::ALL.into_iter().filter(|s| s.is_final()).collect();
+        let finals: Vec<_> = CartStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
         assert_eq!(
             finals,
-            [CartStatus::Confirmed, CartStatus::Cancelled, CartStatus::Expired, CartStatus::Merged]
+            [
+                CartStatus::Confirmed,
+                CartStatus::Cancelled,
+                CartStatus::Expired,
+                CartStatus::Merged
+            ]
         );
     }
 }

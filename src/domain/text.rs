@@ -18,8 +18,15 @@ pub fn check_text(value: &str, field: &str, max: usize) -> Result<(), FieldViola
             format!("is {n} characters long, more than {max}"),
         ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(FieldViolation::new(field, Reason::InvalidField, "contains control characters"));
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldViolation::new(
+            field,
+            Reason::InvalidField,
+            "contains control characters",
+        ));
     }
     Ok(())
 }
@@ -64,7 +71,11 @@ pub fn check_map(map: &BTreeMap<String, String>, field: &str) -> Result<(), Fiel
     }
     for (k, v) in map {
         if k.is_empty() {
-            return Err(FieldViolation::new(field, Reason::InvalidField, "has an empty key"));
+            return Err(FieldViolation::new(
+                field,
+                Reason::InvalidField,
+                "has an empty key",
+            ));
         }
         check_token(k, &format!("{field}[{k:?}]"), MAX_MAP_KEY_CHARS)?;
         check_text(v, &format!("{field}[{k:?}]"), MAX_MAP_VALUE_CHARS)?;
@@ -81,10 +92,20 @@ pub fn check_url(value: &str, field: &str, max: usize) -> Result<(), FieldViolat
     let rest = value
         .strip_prefix("https://")
         .or_else(|| value.strip_prefix("http://"))
-        .ok_or_else(|| FieldViolation::new(field, Reason::InvalidField, "must be an http:// or https:// URL"))?;
+        .ok_or_else(|| {
+            FieldViolation::new(
+                field,
+                Reason::InvalidField,
+                "must be an http:// or https:// URL",
+            )
+        })?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || value.chars().any(char::is_whitespace) {
-        return Err(FieldViolation::new(field, Reason::InvalidField, "must be an absolute URL with a host"));
+        return Err(FieldViolation::new(
+            field,
+            Reason::InvalidField,
+            "must be an absolute URL with a host",
+        ));
     }
     Ok(())
 }
@@ -98,7 +119,11 @@ mod tests {
         assert!(check_sku("ABC-123", "s").is_ok());
         assert!(check_sku(&"x".repeat(128), "s").is_ok());
         for bad in ["", "a b", "a\u{0}", "\t", &"x".repeat(129)] {
-            assert_eq!(check_sku(bad, "s").unwrap_err().reason, Reason::InvalidSku, "{bad:?}");
+            assert_eq!(
+                check_sku(bad, "s").unwrap_err().reason,
+                Reason::InvalidSku,
+                "{bad:?}"
+            );
         }
     }
 
@@ -116,7 +141,13 @@ mod tests {
     fn urls() {
         assert!(check_url("", "u", 100).is_ok());
         assert!(check_url("https://pay.example/cb?x=1", "u", 100).is_ok());
-        for bad in ["ftp://x", "https://", "javascript:alert(1)", "http:///path", "https://a b"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "javascript:alert(1)",
+            "http:///path",
+            "https://a b",
+        ] {
             assert!(check_url(bad, "u", 100).is_err(), "{bad}");
         }
     }

@@ -26,9 +26,16 @@ impl ApiKeyAuth {
     pub fn new(pairs: &[(String, String)]) -> Self {
         let keys = pairs
             .iter()
-            .map(|(tenant, key)| (Sha256::digest(key.as_bytes()).into(), TenantId(tenant.clone())))
+            .map(|(tenant, key)| {
+                (
+                    Sha256::digest(key.as_bytes()).into(),
+                    TenantId(tenant.clone()),
+                )
+            })
             .collect();
-        ApiKeyAuth { keys: Arc::new(keys) }
+        ApiKeyAuth {
+            keys: Arc::new(keys),
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -61,7 +68,8 @@ impl Interceptor for ApiKeyAuth {
                 .strip_prefix(b"Bearer ")
                 .or_else(|| value.strip_prefix(b"bearer "))
                 .ok_or_else(|| unauthenticated("authorization must be Bearer <api key>"))?;
-            self.tenant_of(key).ok_or_else(|| unauthenticated("unknown API key"))?
+            self.tenant_of(key)
+                .ok_or_else(|| unauthenticated("unknown API key"))?
         };
         req.extensions_mut().insert(tenant);
         Ok(req)
@@ -75,7 +83,8 @@ mod tests {
     fn call(auth: &mut ApiKeyAuth, header: Option<&str>) -> Result<TenantId, tonic::Code> {
         let mut req = Request::new(());
         if let Some(h) = header {
-            req.metadata_mut().insert("authorization", h.parse().unwrap());
+            req.metadata_mut()
+                .insert("authorization", h.parse().unwrap());
         }
         auth.call(req)
             .map(|r| r.extensions().get::<TenantId>().unwrap().clone())
@@ -87,8 +96,18 @@ mod tests {
         let mut auth = ApiKeyAuth::new(&[("a".into(), "ka".into()), ("b".into(), "kb".into())]);
         assert_eq!(call(&mut auth, Some("Bearer kb")), Ok(TenantId("b".into())));
         assert_eq!(call(&mut auth, Some("Bearer ka")), Ok(TenantId("a".into())));
-        for bad in [None, Some("Bearer kc"), Some("ka"), Some("Bearer "), Some("Basic ka")] {
-            assert_eq!(call(&mut auth, bad), Err(tonic::Code::Unauthenticated), "{bad:?}");
+        for bad in [
+            None,
+            Some("Bearer kc"),
+            Some("ka"),
+            Some("Bearer "),
+            Some("Basic ka"),
+        ] {
+            assert_eq!(
+                call(&mut auth, bad),
+                Err(tonic::Code::Unauthenticated),
+                "{bad:?}"
+            );
         }
     }
 

@@ -9,13 +9,13 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        Actor, Amount, Cart, CartError, CartStatus, ConfirmationType, Country, Currency, EventType, FieldViolation,
-        ItemInput, MergeStrategy, NewCart, Reason,
+        Actor, Amount, Cart, CartError, CartStatus, ConfirmationType, Country, Currency, EventType,
+        FieldViolation, ItemInput, MergeStrategy, NewCart, Reason,
         command::check_items,
         error::Violations,
         limits::{
-            DEFAULT_PAGE_SIZE, MAX_CHANNEL_CHARS, MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_PAGE_SIZE,
-            MAX_REASON_CHARS, MAX_URL_CHARS,
+            DEFAULT_PAGE_SIZE, MAX_CHANNEL_CHARS, MAX_DESCRIPTION_CHARS, MAX_ID_CHARS,
+            MAX_PAGE_SIZE, MAX_REASON_CHARS, MAX_URL_CHARS,
         },
         text::{check_map, check_text, check_token, check_url},
     },
@@ -95,14 +95,18 @@ pub fn cart_to_proto(c: &Cart) -> proto::Cart {
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
         expires_at: c.expires_at.map(timestamp),
-        merged_into_cart_id: c.merged_into_cart_id.map(|id| id.to_string()).unwrap_or_default(),
+        merged_into_cart_id: c
+            .merged_into_cart_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         cancel_reason: c.cancel_reason.clone(),
     }
 }
 
 /// A required cart id.
 pub fn cart_id(s: &str, field: &str) -> Result<Uuid, CartError> {
-    optional_cart_id(s, field)?.ok_or_else(|| CartError::invalid(field, Reason::InvalidField, "is required"))
+    optional_cart_id(s, field)?
+        .ok_or_else(|| CartError::invalid(field, Reason::InvalidField, "is required"))
 }
 
 /// A cart id that may be left empty.
@@ -117,17 +121,32 @@ pub fn optional_cart_id(s: &str, field: &str) -> Result<Option<Uuid>, CartError>
 
 pub fn expected_version(v: i64) -> Result<i64, CartError> {
     if v < 0 {
-        return Err(CartError::invalid("expected_version", Reason::InvalidField, "must not be negative"));
+        return Err(CartError::invalid(
+            "expected_version",
+            Reason::InvalidField,
+            "must not be negative",
+        ));
     }
     Ok(v)
 }
 
-fn enum_field<T>(value: i32, field: &str, known: impl FnOnce(i32) -> Option<T>) -> Result<T, FieldViolation> {
-    known(value).ok_or_else(|| FieldViolation::new(field, Reason::InvalidField, format!("{value} is not a known value")))
+fn enum_field<T>(
+    value: i32,
+    field: &str,
+    known: impl FnOnce(i32) -> Option<T>,
+) -> Result<T, FieldViolation> {
+    known(value).ok_or_else(|| {
+        FieldViolation::new(
+            field,
+            Reason::InvalidField,
+            format!("{value} is not a known value"),
+        )
+    })
 }
 
 pub fn actor(value: i32, required: bool) -> Result<Option<Actor>, CartError> {
-    let a = enum_field(value, "actor", |v| proto::Actor::try_from(v).ok()).map_err(|v| CartError::Invalid(vec![v]))?;
+    let a = enum_field(value, "actor", |v| proto::Actor::try_from(v).ok())
+        .map_err(|v| CartError::Invalid(vec![v]))?;
     match a {
         proto::Actor::Customer => Ok(Some(Actor::Customer)),
         proto::Actor::Provider => Ok(Some(Actor::Provider)),
@@ -141,8 +160,10 @@ pub fn actor(value: i32, required: bool) -> Result<Option<Actor>, CartError> {
 }
 
 pub fn merge_strategy(value: i32) -> Result<MergeStrategy, CartError> {
-    let s = enum_field(value, "strategy", |v| proto::MergeStrategy::try_from(v).ok())
-        .map_err(|v| CartError::Invalid(vec![v]))?;
+    let s = enum_field(value, "strategy", |v| {
+        proto::MergeStrategy::try_from(v).ok()
+    })
+    .map_err(|v| CartError::Invalid(vec![v]))?;
     Ok(match s {
         proto::MergeStrategy::KeepSource => MergeStrategy::KeepSource,
         _ => MergeStrategy::CombineItems,
@@ -154,9 +175,11 @@ pub fn statuses(values: &[i32]) -> Result<Vec<CartStatus>, CartError> {
     let mut out = Vec::new();
     for (i, s) in values.iter().enumerate() {
         let field = format!("statuses[{i}]");
-        let parsed = enum_field(*s, &field, |n| match proto::CartStatus::try_from(n).ok()? {
-            proto::CartStatus::Unspecified => None,
-            p => CartStatus::parse(p.as_str_name().trim_start_matches("CART_STATUS_")),
+        let parsed = enum_field(*s, &field, |n| {
+            match proto::CartStatus::try_from(n).ok()? {
+                proto::CartStatus::Unspecified => None,
+                p => CartStatus::parse(p.as_str_name().trim_start_matches("CART_STATUS_")),
+            }
         });
         out.extend(v.check(parsed));
     }
@@ -177,7 +200,8 @@ pub fn items(input: &[proto::ItemInput], allow_zero: bool) -> Result<Vec<ItemInp
         let list = if it.list_price.is_empty() {
             Some(None)
         } else {
-            v.check(amount(&it.list_price, &format!("items[{i}].list_price"))).map(Some)
+            v.check(amount(&it.list_price, &format!("items[{i}].list_price")))
+                .map(Some)
         };
         out.push(ItemInput {
             sku: it.sku.clone(),
@@ -197,9 +221,13 @@ pub fn country(s: &str, field: &str) -> Result<Option<Country>, FieldViolation> 
     if s.is_empty() {
         return Ok(None);
     }
-    Country::parse(s)
-        .map(Some)
-        .ok_or_else(|| FieldViolation::new(field, Reason::InvalidCountry, format!("{s:?} is not an ISO 3166-1 alpha-2 code")))
+    Country::parse(s).map(Some).ok_or_else(|| {
+        FieldViolation::new(
+            field,
+            Reason::InvalidCountry,
+            format!("{s:?} is not an ISO 3166-1 alpha-2 code"),
+        )
+    })
 }
 
 pub fn currency(s: &str, default: Currency) -> Result<Currency, FieldViolation> {
@@ -207,12 +235,18 @@ pub fn currency(s: &str, default: Currency) -> Result<Currency, FieldViolation> 
         return Ok(default);
     }
     Currency::parse(s).ok_or_else(|| {
-        FieldViolation::new("currency", Reason::InvalidCurrency, format!("{s:?} is not an ISO 4217 currency code"))
+        FieldViolation::new(
+            "currency",
+            Reason::InvalidCurrency,
+            format!("{s:?} is not an ISO 4217 currency code"),
+        )
     })
 }
 
 fn confirmation_type(value: i32) -> Result<ConfirmationType, FieldViolation> {
-    let t = enum_field(value, "confirmation_type", |v| proto::ConfirmationType::try_from(v).ok())?;
+    let t = enum_field(value, "confirmation_type", |v| {
+        proto::ConfirmationType::try_from(v).ok()
+    })?;
     Ok(match t {
         proto::ConfirmationType::ServerCallback => ConfirmationType::ServerCallback,
         proto::ConfirmationType::Manual => ConfirmationType::Manual,
@@ -220,7 +254,10 @@ fn confirmation_type(value: i32) -> Result<ConfirmationType, FieldViolation> {
     })
 }
 
-pub fn new_cart(r: &proto::CreateCartRequest, default_currency: Currency) -> Result<NewCart, CartError> {
+pub fn new_cart(
+    r: &proto::CreateCartRequest,
+    default_currency: Currency,
+) -> Result<NewCart, CartError> {
     let mut v = Violations::default();
     let items = match items(&r.items, false) {
         Ok(items) => items,
@@ -236,12 +273,22 @@ pub fn new_cart(r: &proto::CreateCartRequest, default_currency: Currency) -> Res
     v.check(check_token(&r.customer_id, "customer_id", MAX_ID_CHARS));
     v.check(check_token(&r.reference, "reference", MAX_ID_CHARS));
     v.check(check_token(&r.channel, "channel", MAX_CHANNEL_CHARS));
-    v.check(check_text(&r.description, "description", MAX_DESCRIPTION_CHARS));
+    v.check(check_text(
+        &r.description,
+        "description",
+        MAX_DESCRIPTION_CHARS,
+    ));
     v.check(check_map(&r.metadata, "metadata"));
     v.check(check_url(&r.callback_url, "callback_url", MAX_URL_CHARS));
-    v.check(check_url(&r.callback_cancel_url, "callback_cancel_url", MAX_URL_CHARS));
+    v.check(check_url(
+        &r.callback_cancel_url,
+        "callback_cancel_url",
+        MAX_URL_CHARS,
+    ));
     v.into_result()?;
-    let (Some(currency), Some(country), Some(confirmation_type)) = (currency, country, confirmation_type) else {
+    let (Some(currency), Some(country), Some(confirmation_type)) =
+        (currency, country, confirmation_type)
+    else {
         return Err(CartError::Internal("checked fields missing".into()));
     };
     Ok(NewCart {
@@ -249,7 +296,11 @@ pub fn new_cart(r: &proto::CreateCartRequest, default_currency: Currency) -> Res
         reference: r.reference.clone(),
         currency,
         country,
-        channel: if r.channel.is_empty() { "default".into() } else { r.channel.clone() },
+        channel: if r.channel.is_empty() {
+            "default".into()
+        } else {
+            r.channel.clone()
+        },
         description: r.description.clone(),
         metadata: r.metadata.clone(),
         confirmation_type,
@@ -268,14 +319,21 @@ pub fn details(r: &proto::UpdateCartRequest) -> Result<crate::domain::Details, C
     if let Some(d) = &r.description {
         v.check(check_text(d, "description", MAX_DESCRIPTION_CHARS));
     }
-    for (field, url) in [("callback_url", &r.callback_url), ("callback_cancel_url", &r.callback_cancel_url)] {
+    for (field, url) in [
+        ("callback_url", &r.callback_url),
+        ("callback_cancel_url", &r.callback_cancel_url),
+    ] {
         if let Some(u) = url {
             v.check(check_url(u, field, MAX_URL_CHARS));
         }
     }
     v.check(check_map(&r.metadata, "metadata"));
     if r.clear_metadata && !r.metadata.is_empty() {
-        v.push(FieldViolation::new("clear_metadata", Reason::InvalidField, "cannot be set together with metadata"));
+        v.push(FieldViolation::new(
+            "clear_metadata",
+            Reason::InvalidField,
+            "cannot be set together with metadata",
+        ));
     }
     v.into_result()?;
     let metadata = if r.clear_metadata {
@@ -292,7 +350,11 @@ pub fn details(r: &proto::UpdateCartRequest) -> Result<crate::domain::Details, C
         metadata,
     };
     if d.is_empty() {
-        return Err(CartError::invalid("cart_id", Reason::InvalidField, "the request changes nothing: set at least one detail"));
+        return Err(CartError::invalid(
+            "cart_id",
+            Reason::InvalidField,
+            "the request changes nothing: set at least one detail",
+        ));
     }
     Ok(d)
 }
@@ -300,7 +362,11 @@ pub fn details(r: &proto::UpdateCartRequest) -> Result<crate::domain::Details, C
 pub fn skus(list: &[String]) -> Result<Vec<String>, CartError> {
     let mut v = Violations::default();
     if list.is_empty() {
-        v.push(FieldViolation::new("skus", Reason::InvalidSku, "is required"));
+        v.push(FieldViolation::new(
+            "skus",
+            Reason::InvalidSku,
+            "is required",
+        ));
     }
     for (i, s) in list.iter().enumerate() {
         v.check(crate::domain::text::check_sku(s, &format!("skus[{i}]")));
@@ -313,7 +379,9 @@ pub fn expected_total(s: &str) -> Result<Option<Amount>, CartError> {
     if s.is_empty() {
         return Ok(None);
     }
-    amount(s, "expected_total").map(Some).map_err(|v| CartError::Invalid(vec![v]))
+    amount(s, "expected_total")
+        .map(Some)
+        .map_err(|v| CartError::Invalid(vec![v]))
 }
 
 pub fn cancel_reason(s: &str) -> Result<String, CartError> {
@@ -347,9 +415,19 @@ pub fn parse_page_token(s: &str) -> Result<Option<PageCursor>, CartError> {
     if s.is_empty() {
         return Ok(None);
     }
-    let bad = || CartError::invalid("page_token", Reason::InvalidField, "is not a token this service gave");
+    let bad = || {
+        CartError::invalid(
+            "page_token",
+            Reason::InvalidField,
+            "is not a token this service gave",
+        )
+    };
     let (micros, id) = s.split_once('.').ok_or_else(bad)?;
-    let created_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;
+    let created_at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
     let id = Uuid::try_parse(id).map_err(|_| bad())?;
     Ok(Some(PageCursor { created_at, id }))
 }
@@ -378,7 +456,9 @@ mod tests {
             unit_price: "1e3".into(),
             ..Default::default()
         };
-        let Err(CartError::Invalid(v)) = items(&[bad], false) else { panic!() };
+        let Err(CartError::Invalid(v)) = items(&[bad], false) else {
+            panic!()
+        };
         let fields: Vec<_> = v.iter().map(|v| (v.field.as_str(), v.reason)).collect();
         assert_eq!(
             fields,

@@ -14,8 +14,7 @@ use super::{
 };
 use crate::{
     domain::{
-        CartError, Command, Currency, IdempotencyKey, Reason, TenantId,
-        limits::MAX_ID_CHARS,
+        CartError, Command, Currency, IdempotencyKey, Reason, TenantId, limits::MAX_ID_CHARS,
         text::check_token,
     },
     proto::{self, cart_service_server::CartService},
@@ -29,7 +28,10 @@ pub struct CartApi {
 
 impl CartApi {
     pub fn new(store: Arc<dyn CartStore>, default_currency: Currency) -> Self {
-        CartApi { store, default_currency }
+        CartApi {
+            store,
+            default_currency,
+        }
     }
 
     async fn apply(
@@ -62,7 +64,11 @@ fn tenant<T>(req: &Request<T>) -> Result<TenantId, Status> {
 /// SHA-256 of the method and the request with its `request_id` cleared:
 /// the same request under the same key has the same fingerprint. Maps are
 /// BTreeMaps in generated code, so the encoding is deterministic.
-fn fingerprint<M: Message + Clone>(method: &str, msg: &M, clear_key: impl FnOnce(&mut M)) -> [u8; 32] {
+fn fingerprint<M: Message + Clone>(
+    method: &str,
+    msg: &M,
+    clear_key: impl FnOnce(&mut M),
+) -> [u8; 32] {
     let mut m = msg.clone();
     clear_key(&mut m);
     let mut h = Sha256::new();
@@ -82,7 +88,8 @@ fn idempotency<M: Message + Clone>(
     if key.is_empty() {
         return Ok(None);
     }
-    check_token(key, "request_id", MAX_ID_CHARS).map_err(|v| to_status(CartError::Invalid(vec![v])))?;
+    check_token(key, "request_id", MAX_ID_CHARS)
+        .map_err(|v| to_status(CartError::Invalid(vec![v])))?;
     Ok(Some(IdempotencyKey {
         key: key.to_string(),
         fingerprint: fingerprint(method, msg, clear_key),
@@ -93,17 +100,27 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<proto::CartEvent, Status>> +
 
 #[tonic::async_trait]
 impl CartService for CartApi {
-    async fn create_cart(&self, req: Request<proto::CreateCartRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn create_cart(
+        &self,
+        req: Request<proto::CreateCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.into_inner();
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
         let idem = idempotency("CreateCart", &r, &r.request_id, |m| m.request_id.clear())?;
         let new = convert::new_cart(&r, self.default_currency).map_err(to_status)?;
-        let cart = self.store.create(&tenant, new, fp, idem.as_ref()).await.map_err(to_status)?;
+        let cart = self
+            .store
+            .create(&tenant, new, fp, idem.as_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
 
-    async fn get_cart(&self, req: Request<proto::GetCartRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn get_cart(
+        &self,
+        req: Request<proto::GetCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let id = convert::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
         let cart = self.store.get(&tenant, id).await.map_err(to_status)?;
@@ -128,51 +145,85 @@ impl CartService for CartApi {
         let page = self.store.list(&tenant, &query).await.map_err(to_status)?;
         Ok(Response::new(proto::ListCartsResponse {
             carts: page.carts.iter().map(cart_to_proto).collect(),
-            next_page_token: page.next.as_ref().map(convert::page_token).unwrap_or_default(),
+            next_page_token: page
+                .next
+                .as_ref()
+                .map(convert::page_token)
+                .unwrap_or_default(),
         }))
     }
 
-    async fn add_items(&self, req: Request<proto::AddItemsRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn add_items(
+        &self,
+        req: Request<proto::AddItemsRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("AddItems", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = require_items(&r.items).and_then(|_| convert::items(&r.items, false).map(Command::AddItems));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
+        let cmd = require_items(&r.items)
+            .and_then(|_| convert::items(&r.items, false).map(Command::AddItems));
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
+            .await
     }
 
-    async fn set_items(&self, req: Request<proto::SetItemsRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn set_items(
+        &self,
+        req: Request<proto::SetItemsRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("SetItems", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = require_items(&r.items).and_then(|_| convert::items(&r.items, true).map(Command::SetItems));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
+        let cmd = require_items(&r.items)
+            .and_then(|_| convert::items(&r.items, true).map(Command::SetItems));
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
+            .await
     }
 
-    async fn remove_items(&self, req: Request<proto::RemoveItemsRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn remove_items(
+        &self,
+        req: Request<proto::RemoveItemsRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("RemoveItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = convert::skus(&r.skus).map(Command::RemoveItems);
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
-    }
-
-    async fn clear_cart(&self, req: Request<proto::ClearCartRequest>) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
-        let r = req.get_ref();
-        let idem = idempotency("ClearCart", r, &r.request_id, |m| m.request_id.clear())?;
-        self.apply(&tenant, &r.cart_id, Ok(Command::Clear), r.expected_version, idem)
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
 
-    async fn update_cart(&self, req: Request<proto::UpdateCartRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn clear_cart(
+        &self,
+        req: Request<proto::ClearCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
+        let tenant = tenant(&req)?;
+        let r = req.get_ref();
+        let idem = idempotency("ClearCart", r, &r.request_id, |m| m.request_id.clear())?;
+        self.apply(
+            &tenant,
+            &r.cart_id,
+            Ok(Command::Clear),
+            r.expected_version,
+            idem,
+        )
+        .await
+    }
+
+    async fn update_cart(
+        &self,
+        req: Request<proto::UpdateCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("UpdateCart", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = convert::details(r).map(Command::Update);
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
+            .await
     }
 
-    async fn merge_carts(&self, req: Request<proto::MergeCartsRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn merge_carts(
+        &self,
+        req: Request<proto::MergeCartsRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("MergeCarts", r, &r.request_id, |m| m.request_id.clear())?;
@@ -195,51 +246,83 @@ impl CartService for CartApi {
             })
         })()
         .map_err(to_status)?;
-        let cart = self.store.merge(&tenant, &merge, idem.as_ref()).await.map_err(to_status)?;
+        let cart = self
+            .store
+            .merge(&tenant, &merge, idem.as_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
 
-    async fn submit_cart(&self, req: Request<proto::SubmitCartRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn submit_cart(
+        &self,
+        req: Request<proto::SubmitCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("SubmitCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::expected_total(&r.expected_total).map(|expected_total| Command::Submit { expected_total });
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
+        let cmd = convert::expected_total(&r.expected_total)
+            .map(|expected_total| Command::Submit { expected_total });
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
+            .await
     }
 
-    async fn confirm_cart(&self, req: Request<proto::ConfirmCartRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn confirm_cart(
+        &self,
+        req: Request<proto::ConfirmCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("ConfirmCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::actor(r.actor, true).map(|a| Command::Confirm(a.unwrap_or(crate::domain::Actor::Customer)));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
+        let cmd = convert::actor(r.actor, true)
+            .map(|a| Command::Confirm(a.unwrap_or(crate::domain::Actor::Customer)));
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
+            .await
     }
 
-    async fn cancel_cart(&self, req: Request<proto::CancelCartRequest>) -> Result<Response<proto::Cart>, Status> {
+    async fn cancel_cart(
+        &self,
+        req: Request<proto::CancelCartRequest>,
+    ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("CancelCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::actor(r.actor, false)
-            .and_then(|actor| Ok(Command::Cancel { actor, reason: convert::cancel_reason(&r.reason)? }));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem).await
+        let cmd = convert::actor(r.actor, false).and_then(|actor| {
+            Ok(Command::Cancel {
+                actor,
+                reason: convert::cancel_reason(&r.reason)?,
+            })
+        });
+        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
+            .await
     }
 
     type WatchCartStream = EventStream;
 
-    async fn watch_cart(&self, _req: Request<proto::WatchCartRequest>) -> Result<Response<EventStream>, Status> {
+    async fn watch_cart(
+        &self,
+        _req: Request<proto::WatchCartRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         Err(Status::unimplemented("WatchCart is not available yet"))
     }
 
     type WatchCartsStream = EventStream;
 
-    async fn watch_carts(&self, _req: Request<proto::WatchCartsRequest>) -> Result<Response<EventStream>, Status> {
+    async fn watch_carts(
+        &self,
+        _req: Request<proto::WatchCartsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         Err(Status::unimplemented("WatchCarts is not available yet"))
     }
 }
 
 fn require_items(items: &[proto::ItemInput]) -> Result<(), CartError> {
     if items.is_empty() {
-        return Err(CartError::invalid("items", Reason::InvalidField, "is required"));
+        return Err(CartError::invalid(
+            "items",
+            Reason::InvalidField,
+            "is required",
+        ));
     }
     Ok(())
 }

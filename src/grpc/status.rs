@@ -32,7 +32,10 @@ pub fn to_status(err: CartError) -> Status {
             Code::InvalidArgument
         }
         CartError::IdempotencyKeyReused => {
-            details.add_bad_request_violation("request_id", "was already used for a different request");
+            details.add_bad_request_violation(
+                "request_id",
+                "was already used for a different request",
+            );
             Code::InvalidArgument
         }
         CartError::CartNotFound => Code::NotFound,
@@ -58,7 +61,9 @@ pub fn to_status(err: CartError) -> Status {
             meta.insert("version".into(), actual.to_string());
             Code::Aborted
         }
-        CartError::Empty | CartError::TooManyItems { .. } | CartError::CustomerMismatch(_) => Code::FailedPrecondition,
+        CartError::Empty | CartError::TooManyItems { .. } | CartError::CustomerMismatch(_) => {
+            Code::FailedPrecondition
+        }
         CartError::ReferenceTaken(_) => Code::AlreadyExists,
         CartError::Unauthenticated => Code::Unauthenticated,
         CartError::Unavailable(e) => {
@@ -83,7 +88,11 @@ pub fn to_status(err: CartError) -> Status {
 /// UNAUTHENTICATED with its ErrorInfo, for the interceptor.
 pub fn unauthenticated(why: &str) -> Status {
     let mut details = ErrorDetails::new();
-    details.set_error_info(Reason::Unauthenticated.as_str(), ERROR_DOMAIN, HashMap::new());
+    details.set_error_info(
+        Reason::Unauthenticated.as_str(),
+        ERROR_DOMAIN,
+        HashMap::new(),
+    );
     Status::with_error_details(Code::Unauthenticated, why, details)
 }
 
@@ -101,7 +110,10 @@ mod tests {
         let status = to_status(err);
         assert_eq!(status.code(), Code::InvalidArgument);
         let info = status.get_details_error_info().unwrap();
-        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_AMOUNT", "cart.v1"));
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("INVALID_AMOUNT", "cart.v1")
+        );
         let fields: Vec<_> = status
             .get_details_bad_request()
             .unwrap()
@@ -116,7 +128,13 @@ mod tests {
     fn codes_follow_the_contract() {
         let cases = [
             (CartError::CartNotFound, Code::NotFound),
-            (CartError::VersionMismatch { expected: 1, actual: 2 }, Code::Aborted),
+            (
+                CartError::VersionMismatch {
+                    expected: 1,
+                    actual: 2,
+                },
+                Code::Aborted,
+            ),
             (CartError::ReferenceTaken("r".into()), Code::AlreadyExists),
             (CartError::IdempotencyKeyReused, Code::InvalidArgument),
             (CartError::Empty, Code::FailedPrecondition),
@@ -126,7 +144,10 @@ mod tests {
             let reason = err.reason();
             let status = to_status(err);
             assert_eq!(status.code(), code);
-            assert_eq!(status.get_details_error_info().unwrap().reason, reason.as_str());
+            assert_eq!(
+                status.get_details_error_info().unwrap().reason,
+                reason.as_str()
+            );
         }
     }
 }

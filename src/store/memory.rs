@@ -11,10 +11,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, replay};
+use super::{
+    CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, now, replay,
+};
 use crate::domain::{
-    Cart, CartError, CartId, CartStatus, Command, EventType, IdempotencyKey, NewCart, Policy, TenantId,
-    cart::Change, merge,
+    Cart, CartError, CartId, CartStatus, Command, EventType, IdempotencyKey, NewCart, Policy,
+    TenantId, cart::Change, merge,
 };
 
 /// One entry of the event log, as Postgres keeps it in `cart_events`.
@@ -73,13 +75,24 @@ impl MemoryStore {
 }
 
 impl State {
-    fn remembered(&self, tenant: &TenantId, idem: Option<&IdempotencyKey>, now: DateTime<Utc>) -> Option<Result<Cart, CartError>> {
+    fn remembered(
+        &self,
+        tenant: &TenantId,
+        idem: Option<&IdempotencyKey>,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Cart, CartError>> {
         let key = idem?;
         let r = self.keys.get(&(tenant.clone(), key.key.clone()))?;
         (now - r.at < IDEMPOTENCY_WINDOW).then(|| replay(&r.fingerprint, r.response.clone(), key))
     }
 
-    fn remember(&mut self, tenant: &TenantId, idem: Option<&IdempotencyKey>, response: &Cart, now: DateTime<Utc>) {
+    fn remember(
+        &mut self,
+        tenant: &TenantId,
+        idem: Option<&IdempotencyKey>,
+        response: &Cart,
+        now: DateTime<Utc>,
+    ) {
         if let Some(key) = idem {
             let r = Remembered {
                 fingerprint: key.fingerprint,
@@ -126,7 +139,7 @@ impl CartStore for MemoryStore {
         fingerprint: [u8; 32],
         idem: Option<&IdempotencyKey>,
     ) -> Result<Cart, CartError> {
-        let now = Utc::now();
+        let now = now();
         let mut st = self.lock();
         if let Some(r) = st.remembered(tenant, idem, now) {
             return r;
@@ -174,12 +187,22 @@ impl CartStore for MemoryStore {
             .map(|(_, s)| &s.cart)
             .filter(|c| q.customer_id.is_empty() || c.customer_id == q.customer_id)
             .filter(|c| q.statuses.is_empty() || q.statuses.contains(&c.status))
-            .filter(|c| q.after.is_none_or(|a| (c.created_at, c.id) < (a.created_at, a.id)))
+            .filter(|c| {
+                q.after
+                    .is_none_or(|a| (c.created_at, c.id) < (a.created_at, a.id))
+            })
             .collect();
         carts.sort_by_key(|c| key(c));
         let more = carts.len() > q.page_size;
         carts.truncate(q.page_size);
-        let next = more.then(|| carts.last().map(|c| PageCursor { created_at: c.created_at, id: c.id })).flatten();
+        let next = more
+            .then(|| {
+                carts.last().map(|c| PageCursor {
+                    created_at: c.created_at,
+                    id: c.id,
+                })
+            })
+            .flatten();
         Ok(CartPage {
             carts: carts.into_iter().cloned().collect(),
             next,
@@ -194,7 +217,7 @@ impl CartStore for MemoryStore {
         expected_version: i64,
         idem: Option<&IdempotencyKey>,
     ) -> Result<Cart, CartError> {
-        let now = Utc::now();
+        let now = now();
         let mut st = self.lock();
         if let Some(r) = st.remembered(tenant, idem, now) {
             return r;
@@ -206,14 +229,22 @@ impl CartStore for MemoryStore {
         Ok(cart)
     }
 
-    async fn merge(&self, tenant: &TenantId, req: &MergeRequest, idem: Option<&IdempotencyKey>) -> Result<Cart, CartError> {
-        let now = Utc::now();
+    async fn merge(
+        &self,
+        tenant: &TenantId,
+        req: &MergeRequest,
+        idem: Option<&IdempotencyKey>,
+    ) -> Result<Cart, CartError> {
+        let now = now();
         let mut st = self.lock();
         if let Some(r) = st.remembered(tenant, idem, now) {
             return r;
         }
         let mut source = st.cart(tenant, req.source)?.clone();
-        let mut target = req.target.map(|t| st.cart(tenant, t).cloned()).transpose()?;
+        let mut target = req
+            .target
+            .map(|t| st.cart(tenant, t).cloned())
+            .transpose()?;
         let out = merge(
             &mut source,
             target.as_mut(),

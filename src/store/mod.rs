@@ -102,10 +102,21 @@ pub trait CartStore: Send + Sync + 'static {
 }
 
 /// What a remembered idempotency key answers for `key`.
-pub(crate) fn replay(stored_fingerprint: &[u8], response: Cart, key: &IdempotencyKey) -> Result<Cart, CartError> {
+pub(crate) fn replay(
+    stored_fingerprint: &[u8],
+    response: Cart,
+    key: &IdempotencyKey,
+) -> Result<Cart, CartError> {
     if stored_fingerprint == key.fingerprint {
         Ok(response)
     } else {
         Err(CartError::IdempotencyKeyReused)
     }
+}
+
+/// The time of a change, at microsecond precision as timestamptz keeps it,
+/// so that stored documents, columns and page cursors agree exactly.
+pub(crate) fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }

@@ -1,1 +1,15 @@
+//! One integration-test binary: the real server on port 0, over the memory
+//! store and over Postgres (a fresh database per test), driven through the
+//! generated client.
 
+mod helpers;
+mod proxy;
+
+mod carts;
+mod concurrency;
+mod idempotency;
+mod items;
+mod lifecycle;
+mod merge;
+mod operations;
+mod tenancy;

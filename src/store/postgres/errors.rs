@@ -17,13 +17,20 @@ pub enum PgFailure {
 
 pub fn classify(e: &tokio_postgres::Error) -> PgFailure {
     let Some(db) = e.as_db_error() else {
-        // No answer from the server: the connection broke or never was.
-        return PgFailure::Error(CartError::Unavailable(e.to_string()));
+        return PgFailure::Error(if e.is_closed() || is_io(e) {
+            // No answer from the server: the connection broke or never was.
+            CartError::Unavailable(e.to_string())
+        } else {
+            // Encoding or decoding on our side: a bug, not an outage.
+            CartError::Internal(e.to_string())
+        });
     };
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("idempotency_keys_pkey") {
         PgFailure::KeyTaken
-    } else if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+    } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+    {
         PgFailure::Retry
     } else if code.code().starts_with("08")
         || code.code().starts_with("57P")
@@ -32,9 +39,17 @@ pub fn classify(e: &tokio_postgres::Error) -> PgFailure {
     {
         // Connection exceptions, shutdowns, resources exhausted, a replica
         // that cannot write: all of them pass.
-        PgFailure::Error(CartError::Unavailable(format!("{}: {}", code.code(), db.message())))
+        PgFailure::Error(CartError::Unavailable(format!(
+            "{}: {}",
+            code.code(),
+            db.message()
+        )))
     } else {
-        PgFailure::Error(CartError::Internal(format!("{}: {}", code.code(), db.message())))
+        PgFailure::Error(CartError::Internal(format!(
+            "{}: {}",
+            code.code(),
+            db.message()
+        )))
     }
 }
 
@@ -62,4 +77,16 @@ pub fn pool(e: PoolError) -> CartError {
 
 pub fn json(e: serde_json::Error) -> CartError {
     CartError::Internal(format!("stored cart does not decode: {e}"))
+}
+
+fn is_io(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    // Connect time-outs and refused connections carry no source of their own.
+    e.to_string().contains("connect") || e.to_string().contains("timeout")
 }

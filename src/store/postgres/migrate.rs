@@ -28,7 +28,9 @@ pub async fn run(cfg: &tokio_postgres::Config) -> Result<(), CartError> {
         .await
         .map_err(|e| CartError::Internal(format!("migrations failed: {e}")));
     // Closing the session releases the lock even if the unlock is not sent.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     drop(client);
     let _ = conn.await;
     for m in report?.applied_migrations() {

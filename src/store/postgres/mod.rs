@@ -21,9 +21,12 @@ use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
 use self::errors::{PgFailure, classify, json, pg, pool};
-use super::{CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, replay};
+use super::{
+    CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, now, replay,
+};
 use crate::domain::{
-    Cart, CartError, CartId, Command, IdempotencyKey, NewCart, Policy, TenantId, cart::Change, merge,
+    Cart, CartError, CartId, Command, IdempotencyKey, NewCart, Policy, TenantId, cart::Change,
+    merge,
 };
 
 /// Attempts of one call before it answers UNAVAILABLE: the first is
@@ -42,13 +45,6 @@ pub struct PgOptions {
 pub struct PgStore {
     pool: Pool,
     policy: Policy,
-}
-
-/// Microsecond precision, as timestamptz keeps it, so stored documents and
-/// columns agree exactly.
-fn now() -> DateTime<Utc> {
-    let t = Utc::now();
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 impl PgStore {
@@ -87,7 +83,12 @@ impl PgStore {
     }
 
     /// Runs `attempt` until it succeeds, fails for good or runs out of tries.
-    async fn retrying<'a, F, Fut>(&'a self, tenant: &TenantId, idem: Option<&IdempotencyKey>, mut attempt: F) -> Result<Cart, CartError>
+    async fn retrying<'a, F, Fut>(
+        &'a self,
+        tenant: &TenantId,
+        idem: Option<&IdempotencyKey>,
+        mut attempt: F,
+    ) -> Result<Cart, CartError>
     where
         F: FnMut(usize) -> Fut,
         Fut: Future<Output = Result<Cart, PgFailure>> + 'a,
@@ -111,7 +112,9 @@ impl PgStore {
                 }
             }
         }
-        Err(CartError::Unavailable("too much contention on this cart; retry".into()))
+        Err(CartError::Unavailable(
+            "too much contention on this cart; retry".into(),
+        ))
     }
 }
 
@@ -133,7 +136,10 @@ async fn remembered(
     let Some(key) = key else { return Ok(None) };
     let stmt = c.prepare_cached(sql::GET_KEY).await.map_err(fail)?;
     let cutoff = now() - IDEMPOTENCY_WINDOW;
-    let row = c.query_opt(&stmt, &[&tenant.as_str(), &key.key, &cutoff]).await.map_err(fail)?;
+    let row = c
+        .query_opt(&stmt, &[&tenant.as_str(), &key.key, &cutoff])
+        .await
+        .map_err(fail)?;
     let Some(row) = row else { return Ok(None) };
     let fingerprint: Vec<u8> = row.try_get(0).map_err(fail)?;
     let Json(v): Json<serde_json::Value> = row.try_get(1).map_err(fail)?;
@@ -153,7 +159,11 @@ async fn write(
     let stmt = c.prepare_cached(sql::WRITE_CART).await.map_err(fail)?;
     let previous = change.previous_status.as_str();
     let (key, fingerprint, response) = match idem {
-        Some((k, r)) => (Some(k.key.as_str()), Some(&k.fingerprint[..]), Some(Json(r))),
+        Some((k, r)) => (
+            Some(k.key.as_str()),
+            Some(&k.fingerprint[..]),
+            Some(Json(r)),
+        ),
         None => (None, None, None),
     };
     let row = c
@@ -197,8 +207,19 @@ impl PgStore {
                 Loaded::Replay(answer) => return answer.map_err(PgFailure::Error),
                 Loaded::Fresh(cart) => cart,
             };
-            let change = cart.apply(cmd, expected_version, now, &self.policy).map_err(PgFailure::Error)?;
-            return match write(&client, tenant, &cart, change, now, idem.map(|k| (k, &cart))).await? {
+            let change = cart
+                .apply(cmd, expected_version, now, &self.policy)
+                .map_err(PgFailure::Error)?;
+            return match write(
+                &client,
+                tenant,
+                &cart,
+                change,
+                now,
+                idem.map(|k| (k, &cart)),
+            )
+            .await?
+            {
                 true => Ok(cart),
                 false => Err(PgFailure::Retry),
             };
@@ -208,7 +229,9 @@ impl PgStore {
             Loaded::Replay(answer) => return answer.map_err(PgFailure::Error),
             Loaded::Fresh(cart) => cart,
         };
-        let change = cart.apply(cmd, expected_version, now, &self.policy).map_err(PgFailure::Error)?;
+        let change = cart
+            .apply(cmd, expected_version, now, &self.policy)
+            .map_err(PgFailure::Error)?;
         if !write(&tx, tenant, &cart, change, now, idem.map(|k| (k, &cart))).await? {
             return Err(PgFailure::Retry);
         }
@@ -216,7 +239,12 @@ impl PgStore {
         Ok(cart)
     }
 
-    async fn try_merge(&self, tenant: &TenantId, req: &MergeRequest, idem: Option<&IdempotencyKey>) -> Result<Cart, PgFailure> {
+    async fn try_merge(
+        &self,
+        tenant: &TenantId,
+        req: &MergeRequest,
+        idem: Option<&IdempotencyKey>,
+    ) -> Result<Cart, PgFailure> {
         let mut client = self.client().await.map_err(PgFailure::Error)?;
         let now = now();
         let tx = client.transaction().await.map_err(fail)?;
@@ -226,21 +254,43 @@ impl PgStore {
         let mut ids = vec![req.source];
         ids.extend(req.target);
         let stmt = tx.prepare_cached(sql::LOCK_CARTS).await.map_err(fail)?;
-        let rows = tx.query(&stmt, &[&tenant.as_str(), &ids]).await.map_err(fail)?;
+        let rows = tx
+            .query(&stmt, &[&tenant.as_str(), &ids])
+            .await
+            .map_err(fail)?;
         let mut carts = rows.iter().map(doc).collect::<Result<Vec<_>, _>>()?;
         let mut take = |id: CartId| {
-            let at = carts.iter().position(|c| c.id == id).ok_or(PgFailure::Error(CartError::CartNotFound))?;
+            let at = carts
+                .iter()
+                .position(|c| c.id == id)
+                .ok_or(PgFailure::Error(CartError::CartNotFound))?;
             Ok::<_, PgFailure>(carts.swap_remove(at))
         };
         let mut source = take(req.source)?;
         let mut target = req.target.map(&mut take).transpose()?;
-        let out = merge(&mut source, target.as_mut(), &req.customer_id, req.strategy, req.expected_version, now, &self.policy)
-            .map_err(PgFailure::Error)?;
+        let out = merge(
+            &mut source,
+            target.as_mut(),
+            &req.customer_id,
+            req.strategy,
+            req.expected_version,
+            now,
+            &self.policy,
+        )
+        .map_err(PgFailure::Error)?;
         let response = match (&target, out.returns_target) {
             (Some(t), true) => t.clone(),
             _ => source.clone(),
         };
-        write(&tx, tenant, &source, out.source, now, idem.map(|k| (k, &response))).await?;
+        write(
+            &tx,
+            tenant,
+            &source,
+            out.source,
+            now,
+            idem.map(|k| (k, &response)),
+        )
+        .await?;
         if let (Some(t), Some(change)) = (&target, out.target) {
             write(&tx, tenant, t, change, now, None).await?;
         }
@@ -260,13 +310,17 @@ impl PgStore {
             return answer.map_err(PgFailure::Error);
         }
         let now = now();
-        let cart = Cart::create(Uuid::new_v4(), new.clone(), now, &self.policy).map_err(PgFailure::Error)?;
+        let cart = Cart::create(Uuid::new_v4(), new.clone(), now, &self.policy)
+            .map_err(PgFailure::Error)?;
         let reference = (!cart.reference.is_empty()).then_some(cart.reference.as_str());
         let (key, key_fp) = match idem {
             Some(k) => (Some(k.key.as_str()), Some(&k.fingerprint[..])),
             None => (None, None),
         };
-        let stmt = client.prepare_cached(sql::INSERT_CART).await.map_err(fail)?;
+        let stmt = client
+            .prepare_cached(sql::INSERT_CART)
+            .await
+            .map_err(fail)?;
         let row = client
             .query_one(
                 &stmt,
@@ -290,8 +344,15 @@ impl PgStore {
             return Ok(cart);
         }
         // The reference is taken: the same request answers the cart it made.
-        let stmt = client.prepare_cached(sql::GET_BY_REFERENCE).await.map_err(fail)?;
-        let Some(row) = client.query_opt(&stmt, &[&tenant.as_str(), &reference]).await.map_err(fail)? else {
+        let stmt = client
+            .prepare_cached(sql::GET_BY_REFERENCE)
+            .await
+            .map_err(fail)?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&tenant.as_str(), &reference])
+            .await
+            .map_err(fail)?
+        else {
             return Err(PgFailure::Retry); // deleted in between; cannot happen today
         };
         let stored: Vec<u8> = row.try_get(1).map_err(fail)?;
@@ -313,7 +374,10 @@ async fn read(
 ) -> Result<Loaded, PgFailure> {
     let cart = async {
         let stmt = c.prepare_cached(query).await.map_err(fail)?;
-        let row = c.query_opt(&stmt, &[&tenant.as_str(), &id]).await.map_err(fail)?;
+        let row = c
+            .query_opt(&stmt, &[&tenant.as_str(), &id])
+            .await
+            .map_err(fail)?;
         row.as_ref().map(doc).transpose()
     };
     match tokio::try_join!(cart, remembered(c, tenant, idem))? {
@@ -339,13 +403,19 @@ impl CartStore for PgStore {
         fingerprint: [u8; 32],
         idem: Option<&IdempotencyKey>,
     ) -> Result<Cart, CartError> {
-        self.retrying(tenant, idem, |_| self.try_create(tenant, &new, fingerprint, idem)).await
+        self.retrying(tenant, idem, |_| {
+            self.try_create(tenant, &new, fingerprint, idem)
+        })
+        .await
     }
 
     async fn get(&self, tenant: &TenantId, id: CartId) -> Result<Cart, CartError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql::GET_CART).await.map_err(pg)?;
-        let row = client.query_opt(&stmt, &[&tenant.as_str(), &id]).await.map_err(pg)?;
+        let row = client
+            .query_opt(&stmt, &[&tenant.as_str(), &id])
+            .await
+            .map_err(pg)?;
         let row = row.ok_or(CartError::CartNotFound)?;
         doc(&row).map_err(PgFailure::into_error)
     }
@@ -394,12 +464,20 @@ impl CartStore for PgStore {
         expected_version: i64,
         idem: Option<&IdempotencyKey>,
     ) -> Result<Cart, CartError> {
-        self.retrying(tenant, idem, |n| self.try_apply(tenant, id, cmd, expected_version, idem, n > 0))
-            .await
+        self.retrying(tenant, idem, |n| {
+            self.try_apply(tenant, id, cmd, expected_version, idem, n > 0)
+        })
+        .await
     }
 
-    async fn merge(&self, tenant: &TenantId, req: &MergeRequest, idem: Option<&IdempotencyKey>) -> Result<Cart, CartError> {
-        self.retrying(tenant, idem, |_| self.try_merge(tenant, req, idem)).await
+    async fn merge(
+        &self,
+        tenant: &TenantId,
+        req: &MergeRequest,
+        idem: Option<&IdempotencyKey>,
+    ) -> Result<Cart, CartError> {
+        self.retrying(tenant, idem, |_| self.try_merge(tenant, req, idem))
+            .await
     }
 
     async fn check_health(&self) -> Result<(), CartError> {

@@ -9,17 +9,20 @@ pub const GET_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2"
 pub const LOCK_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2 FOR UPDATE";
 
 /// $1 tenant, $2 ids; locks in id order so that two merges cannot deadlock.
-pub const LOCK_CARTS: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
+pub const LOCK_CARTS: &str =
+    "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
 
 /// $1 tenant, $2 key, $3 oldest creation time still remembered.
 pub const GET_KEY: &str = "SELECT fingerprint, response FROM idempotency_keys \
      WHERE tenant = $1 AND key = $2 AND created_at > $3";
 
 /// $1 tenant, $2 key, $3 cutoff: forgets a key older than the window so it can be used again.
-pub const FORGET_KEY: &str = "DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2 AND created_at <= $3";
+pub const FORGET_KEY: &str =
+    "DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2 AND created_at <= $3";
 
 /// $1 tenant, $2 reference.
-pub const GET_BY_REFERENCE: &str = "SELECT doc, create_fingerprint FROM carts WHERE tenant = $1 AND reference = $2";
+pub const GET_BY_REFERENCE: &str =
+    "SELECT doc, create_fingerprint FROM carts WHERE tenant = $1 AND reference = $2";
 
 /// Inserts a cart with its CREATED event and key. Answers 0 when the
 /// reference is taken. $1 tenant, $2 id, $3 status, $4 customer, $5
@@ -49,7 +52,7 @@ SELECT count(*) FROM ins";
 pub const WRITE_CART: &str = "
 WITH upd AS (
     UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7, doc = $8
-    WHERE tenant = $1 AND id = $2 AND version = $3 - 1
+    WHERE tenant = $1 AND id = $2 AND version = $3::bigint - 1
     RETURNING id
 ), ev AS (
     INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)

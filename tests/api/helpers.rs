@@ -1,0 +1,245 @@
+//! Test harness: starts the real server on port 0 over a chosen store
+//! (Postgres gets a fresh database per test) and hands out generated clients.
+
+use std::future::pending;
+
+use cart_service::{
+    app::Application,
+    config::{Config, Pairs},
+    proto::{self, cart_service_client::CartServiceClient},
+};
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+use tonic_types::StatusExt;
+
+/// The store a test runs against; every shared test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` as two tests: `memory::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Memory).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Admin connection for creating test databases; TEST_DATABASE_URL overrides.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database and answers its URL. Panics (failing the
+/// test loudly) when Postgres cannot be reached.
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("tests need Postgres at {admin} (set TEST_DATABASE_URL): {e}"));
+    tokio::spawn(conn);
+    let name = format!("cart_test_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("admin url has a database");
+    let query = admin
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{base}/{name}{query}")
+}
+
+/// Adds `authorization: Bearer <key>` when a key is set.
+#[derive(Clone)]
+pub struct Key(pub Option<AsciiMetadataValue>);
+
+impl Interceptor for Key {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Client = CartServiceClient<InterceptedService<Channel, Key>>;
+
+pub struct TestApp {
+    channel: Channel,
+    pub client: Client,
+}
+
+impl TestApp {
+    /// A client that sends `key` (None: no authorization header).
+    pub fn client_with_key(&self, key: Option<&str>) -> Client {
+        let v = key.map(|k| MetadataValue::try_from(format!("Bearer {k}")).unwrap());
+        CartServiceClient::with_interceptor(self.channel.clone(), Key(v))
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+/// Starts a server with default settings on `backend`.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts a server after `customize` has changed its settings.
+pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::defaults();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    if backend == Backend::Postgres {
+        config.database_url = Some(fresh_database().await);
+    }
+    customize(&mut config);
+    serve(config).await
+}
+
+/// Starts a server on exactly this configuration.
+pub async fn serve(config: Config) -> TestApp {
+    let app = Application::build(config).await.expect("app builds");
+    let port = app.port();
+    tokio::spawn(app.run_until(pending()));
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the test server");
+    let client = CartServiceClient::with_interceptor(channel.clone(), Key(None));
+    TestApp { channel, client }
+}
+
+/// `tenant:key` pairs for `Config::api_keys`.
+pub fn keys(pairs: &[(&str, &str)]) -> Option<Pairs> {
+    Some(Pairs(
+        pairs
+            .iter()
+            .map(|(t, k)| (t.to_string(), k.to_string()))
+            .collect(),
+    ))
+}
+
+/// Asserts a failed call's gRPC code and ErrorInfo (domain cart.v1, reason).
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+) -> Status {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "code of {status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "cart.v1");
+    assert_eq!(info.reason, reason, "reason of {status:?}");
+    status
+}
+
+/// The fields named by an error's BadRequest.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+pub fn item(sku: &str, quantity: i32, unit_price: &str) -> proto::ItemInput {
+    proto::ItemInput {
+        sku: sku.into(),
+        name: format!("{sku} name"),
+        quantity,
+        unit_price: unit_price.into(),
+        ..Default::default()
+    }
+}
+
+/// Creates a USD cart holding `items`.
+pub async fn create_cart(client: &mut Client, items: Vec<proto::ItemInput>) -> proto::Cart {
+    client
+        .create_cart(proto::CreateCartRequest {
+            currency: "USD".into(),
+            items,
+            ..Default::default()
+        })
+        .await
+        .expect("create cart")
+        .into_inner()
+}
+
+pub async fn get(client: &mut Client, id: &str) -> proto::Cart {
+    client
+        .get_cart(proto::GetCartRequest { cart_id: id.into() })
+        .await
+        .expect("get cart")
+        .into_inner()
+}
+
+pub fn status(cart: &proto::Cart) -> proto::CartStatus {
+    proto::CartStatus::try_from(cart.status).expect("known status")
+}
+
+/// Submits a cart (it must hold items).
+pub async fn submit(client: &mut Client, id: &str) -> proto::Cart {
+    client
+        .submit_cart(proto::SubmitCartRequest {
+            cart_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+}
+
+pub async fn confirm(
+    client: &mut Client,
+    id: &str,
+    actor: proto::Actor,
+) -> Result<proto::Cart, Status> {
+    client
+        .confirm_cart(proto::ConfirmCartRequest {
+            cart_id: id.into(),
+            actor: actor as i32,
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn cancel(client: &mut Client, id: &str) -> Result<proto::Cart, Status> {
+    client
+        .cancel_cart(proto::CancelCartRequest {
+            cart_id: id.into(),
+            actor: proto::Actor::Customer as i32,
+            reason: "changed my mind".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
