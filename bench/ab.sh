@@ -32,11 +32,7 @@ run_side() { # label binary env
     for s in $SCENARIOS; do
         "$BENCH" --scenario "$s" --addr "http://127.0.0.1:$PORT" --no-seed --carts "$CARTS" \
             --concurrency "$CONCURRENCY" --duration "${DURATION}s" --server-pid "$PID" --label "ab-$label" |
-            sed -n 's/^JSON //p' | python3 -c '
-import json,sys
-d=json.load(sys.stdin); r=d["result"]
-for op,v in r["ops"].items():
-    print(f"'"$label"' {op:<10} {v[\"rate\"]:8.0f}/s p50 {v[\"p50_ms\"]:6.2f} p99 {v[\"p99_ms\"]:6.2f} ms rss_end {r.get(\"rss_kib_end\")} KiB load {d[\"loadavg_after\"]}")'
+            python3 bench/summary.py "$label"
     done
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
 }
