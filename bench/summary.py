@@ -15,7 +15,7 @@ for line in sys.stdin:
     for op, v in r.get("ops", {}).items():
         print(
             f"{label} c={d['concurrency']} {op:<12} {v['rate']:8.0f}/s p50 {v['p50_ms']:6.2f} "
-            f"p99 {v['p99_ms']:6.2f} ms  server RSS {r.get('rss_kib_end')} KiB  load {d['loadavg_after']}"
+            f"p99 {v['p99_ms']:6.2f} ms  cpu/op server {r.get('server_cpu_us_per_op') or 0:.0f} us client {r.get('bench_cpu_us_per_op') or 0:.0f} us  RSS {r.get('rss_kib_end')} KiB  load {d['loadavg_after']}"
         )
     for k, n in r.get("errors", {}).items():
         print(f"{label}   error {k}: {n}")

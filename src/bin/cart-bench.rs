@@ -110,6 +110,9 @@ struct Args {
 
 type Client = CartServiceClient<Channel>;
 
+/// Operations done during warm-ups (for CPU time per operation).
+static WARMUP_OPS: AtomicU64 = AtomicU64::new(0);
+
 /// xorshift64*: small, fast, deterministic per worker.
 struct Rng(u64);
 
@@ -221,6 +224,19 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// utime + stime of a process in clock ticks (1/100 s on Linux), from /proc.
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 async fn connect(args: &Args, addr: &str) -> anyhow::Result<Vec<Channel>> {
@@ -457,6 +473,8 @@ async fn drive(
                 };
                 step(&ctx, &mut c, &mut rng, scenario, into, started).await;
             }
+            let warm: u64 = scratch.ops.values().map(|h| h.len()).sum();
+            WARMUP_OPS.fetch_add(warm, Ordering::Relaxed);
             stats
         }));
     }
@@ -799,6 +817,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::WatchLatency => watch_latency(ctx.clone()).await?,
             Scenario::Watchers => watchers(ctx.clone()).await?,
             s => {
+                let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
                 let (stats, d) = drive(
                     ctx.clone(),
                     s,
@@ -821,7 +840,24 @@ async fn main() -> anyhow::Result<()> {
                     &stats,
                     secs,
                 );
-                stats_json(&stats, secs)
+                let mut out = stats_json(&stats, secs);
+                // CPU per operation: robust to machine load, for A/B of builds.
+                let ops = stats.ops.values().map(|h| h.len()).sum::<u64>()
+                    + WARMUP_OPS.load(Ordering::Relaxed);
+                let per_op = |a: Option<u64>, b: Option<u64>| {
+                    Some((b? - a?) as f64 * 10_000.0 / ops.max(1) as f64)
+                };
+                let server_us = per_op(cpu0, cpu_ticks(args.server_pid));
+                let bench_us = per_op(self0, cpu_ticks(None));
+                if let Some(us) = server_us {
+                    println!(
+                        "  server CPU {us:.0} us/op; bench client CPU {:.0} us/op",
+                        bench_us.unwrap_or(f64::NAN)
+                    );
+                }
+                out["server_cpu_us_per_op"] = serde_json::json!(server_us);
+                out["bench_cpu_us_per_op"] = serde_json::json!(bench_us);
+                out
             }
         };
         out["rss_kib_start"] = serde_json::json!(rss_start);

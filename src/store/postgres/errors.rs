@@ -75,6 +75,9 @@ pub fn pool(e: PoolError) -> CartError {
     }
 }
 
+// Unused since documents decode straight into Cart (Json<Cart>); kept for
+// other decoders of stored JSON.
+#[allow(dead_code)]
 pub fn json(e: serde_json::Error) -> CartError {
     CartError::Internal(format!("stored cart does not decode: {e}"))
 }

@@ -20,7 +20,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
-use self::errors::{PgFailure, classify, json, pg, pool};
+use self::errors::{PgFailure, classify, pg, pool};
 use super::{
     CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, now, replay,
 };
@@ -122,9 +122,11 @@ fn fail(e: tokio_postgres::Error) -> PgFailure {
     classify(&e)
 }
 
+/// Decodes the jsonb straight into a Cart (no serde_json::Value tree in
+/// between); a document that does not decode is Internal, as before.
 fn doc(row: &Row) -> Result<Cart, PgFailure> {
-    let Json(v): Json<serde_json::Value> = row.try_get(0).map_err(fail)?;
-    serde_json::from_value(v).map_err(|e| PgFailure::Error(json(e)))
+    let Json(cart): Json<Cart> = row.try_get(0).map_err(fail)?;
+    Ok(cart)
 }
 
 /// The remembered answer for `key`, if the key was used in the window.
@@ -142,8 +144,7 @@ async fn remembered(
         .map_err(fail)?;
     let Some(row) = row else { return Ok(None) };
     let fingerprint: Vec<u8> = row.try_get(0).map_err(fail)?;
-    let Json(v): Json<serde_json::Value> = row.try_get(1).map_err(fail)?;
-    let response: Cart = serde_json::from_value(v).map_err(|e| PgFailure::Error(json(e)))?;
+    let Json(response): Json<Cart> = row.try_get(1).map_err(fail)?;
     Ok(Some(replay(&fingerprint, response, key)))
 }
 
