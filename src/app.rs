@@ -87,13 +87,19 @@ impl Application {
         let addr = listener.local_addr()?;
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        tokio::spawn(report_health(store.clone(), reporter));
+        let serving = check_health(store.as_ref(), &reporter, None).await;
+        tokio::spawn(report_health(store.clone(), reporter, serving));
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let api = CartServiceServer::new(CartApi::new(store.clone(), config.default_currency))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        tokio::spawn(crate::expiry::sweep_forever(
+            store.clone(),
+            config.sweep_interval,
+        ));
+        let cart_api = CartApi::new(store.clone(), config.default_currency)
+            .with_stream_lifetime(config.watch_max_lifetime);
+        let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let api = tonic::service::interceptor::InterceptedService::new(api, auth);
 
         let layers = ServiceBuilder::new()
@@ -165,30 +171,42 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Keeps `grpc.health.v1` in step with the store: NOT_SERVING while it is unreachable.
-async fn report_health(store: Arc<dyn CartStore>, reporter: HealthReporter) {
-    let mut last = None;
+async fn report_health(
+    store: Arc<dyn CartStore>,
+    reporter: HealthReporter,
+    mut last: ServingStatus,
+) {
     loop {
-        let status = match store.check_health().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(e) => {
-                if last != Some(ServingStatus::NotServing) {
-                    tracing::warn!(error = %e, "store unreachable: health is NOT_SERVING");
-                }
-                ServingStatus::NotServing
-            }
-        };
-        if last != Some(status) {
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status("cart.v1.CartService", status)
-                .await;
-            if last.is_some() && status == ServingStatus::Serving {
-                tracing::info!("store reachable again: health is SERVING");
-            }
-            last = Some(status);
-        }
         tokio::time::sleep(HEALTH_INTERVAL).await;
+        last = check_health(store.as_ref(), &reporter, Some(last)).await;
     }
+}
+
+/// Asks the store once and publishes a changed status.
+async fn check_health(
+    store: &dyn CartStore,
+    reporter: &HealthReporter,
+    last: Option<ServingStatus>,
+) -> ServingStatus {
+    let status = match store.check_health().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(e) => {
+            if last != Some(ServingStatus::NotServing) {
+                tracing::warn!(error = %e, "store unreachable: health is NOT_SERVING");
+            }
+            ServingStatus::NotServing
+        }
+    };
+    if last != Some(status) {
+        reporter.set_service_status("", status).await;
+        reporter
+            .set_service_status("cart.v1.CartService", status)
+            .await;
+        if last.is_some() && status == ServingStatus::Serving {
+            tracing::info!("store reachable again: health is SERVING");
+        }
+    }
+    status
 }
 
 /// Completes on SIGINT or SIGTERM.

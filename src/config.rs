@@ -34,6 +34,14 @@ pub struct Config {
     #[arg(long, env = "CART_DEFAULT_CURRENCY", default_value = "USD", value_parser = parse_currency)]
     pub default_currency: Currency,
 
+    /// How often each replica looks for carts to expire.
+    #[arg(long, env = "CART_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Longest life of one watch stream; the client then resumes from its last version or sequence.
+    #[arg(long, env = "CART_WATCH_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub watch_max_lifetime: Duration,
+
     /// Largest Postgres connection pool.
     #[arg(long, env = "CART_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,

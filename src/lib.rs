@@ -3,9 +3,11 @@
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod expiry;
 pub mod grpc;
 pub mod store;
 pub mod telemetry;
+pub mod watch;
 
 /// Code generated from `proto/cart/v1/cart.proto`.
 pub mod proto {

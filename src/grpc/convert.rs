@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        Actor, Amount, Cart, CartError, CartStatus, ConfirmationType, Country, Currency, EventType,
-        FieldViolation, ItemInput, MergeStrategy, NewCart, Reason,
+        Actor, Amount, Cart, CartError, CartEvent, CartStatus, ConfirmationType, Country, Currency,
+        EventType, FieldViolation, ItemInput, MergeStrategy, NewCart, Reason,
         command::check_items,
         error::Violations,
         limits::{
@@ -100,6 +100,22 @@ pub fn cart_to_proto(c: &Cart) -> proto::Cart {
             .map(|id| id.to_string())
             .unwrap_or_default(),
         cancel_reason: c.cancel_reason.clone(),
+    }
+}
+
+pub fn event_to_proto(e: &CartEvent) -> proto::CartEvent {
+    proto::CartEvent {
+        sequence: e.sequence,
+        cart_id: e.cart.id.to_string(),
+        version: e.version(),
+        r#type: event_type_to_proto(e.event_type) as i32,
+        status: status_to_proto(e.cart.status) as i32,
+        previous_status: e
+            .previous_status
+            .map_or(proto::CartStatus::Unspecified, status_to_proto)
+            as i32,
+        occurred_at: Some(timestamp(e.occurred_at)),
+        cart: Some(cart_to_proto(&e.cart)),
     }
 }
 

@@ -1,11 +1,12 @@
 //! `cart.v1.CartService`: each RPC converts its request into domain values,
 //! makes one store call and renders the answer.
 
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio_stream::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -14,16 +15,18 @@ use super::{
 };
 use crate::{
     domain::{
-        CartError, Command, Currency, IdempotencyKey, Reason, TenantId, limits::MAX_ID_CHARS,
-        text::check_token,
+        CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, TenantId,
+        limits::MAX_ID_CHARS, text::check_token,
     },
     proto::{self, cart_service_server::CartService},
     store::{CartStore, ListQuery, MergeRequest},
+    watch::stream,
 };
 
 pub struct CartApi {
     store: Arc<dyn CartStore>,
     default_currency: Currency,
+    stream_lifetime: Duration,
 }
 
 impl CartApi {
@@ -31,6 +34,23 @@ impl CartApi {
         CartApi {
             store,
             default_currency,
+            stream_lifetime: Duration::from_secs(3600),
+        }
+    }
+
+    /// How long one watch stream may stay open before the server ends it
+    /// (the client resumes with its last version or sequence).
+    pub fn with_stream_lifetime(mut self, lifetime: Duration) -> Self {
+        self.stream_lifetime = lifetime;
+        self
+    }
+
+    fn watcher(&self, tenant: TenantId, tx: stream::Sender) -> stream::Watcher {
+        stream::Watcher {
+            store: self.store.clone(),
+            tenant,
+            lifetime: self.stream_lifetime,
+            tx,
         }
     }
 
@@ -301,19 +321,75 @@ impl CartService for CartApi {
 
     async fn watch_cart(
         &self,
-        _req: Request<proto::WatchCartRequest>,
+        req: Request<proto::WatchCartRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(Status::unimplemented("WatchCart is not available yet"))
+        let tenant = tenant(&req)?;
+        let r = req.get_ref();
+        let id = convert::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
+        if r.after_version < 0 {
+            return Err(to_status(CartError::invalid(
+                "after_version",
+                Reason::InvalidField,
+                "must not be negative",
+            )));
+        }
+        // Subscribe before reading, so no change falls between the two.
+        let live = self.store.feed().subscribe();
+        let current = self
+            .store
+            .current_event(&tenant, id)
+            .await
+            .map_err(to_status)?;
+        let first = (r.after_version == 0).then_some(current);
+        let (tx, rx) = mpsc::channel(stream::CLIENT_BUFFER);
+        tokio::spawn(stream::cart_events(
+            self.watcher(tenant, tx),
+            id,
+            first,
+            r.after_version,
+            live,
+        ));
+        Ok(Response::new(events_to_proto(rx)))
     }
 
     type WatchCartsStream = EventStream;
 
     async fn watch_carts(
         &self,
-        _req: Request<proto::WatchCartsRequest>,
+        req: Request<proto::WatchCartsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(Status::unimplemented("WatchCarts is not available yet"))
+        let tenant = tenant(&req)?;
+        let r = req.get_ref();
+        let statuses = convert::statuses(&r.statuses).map_err(to_status)?;
+        if r.after_sequence < 0 {
+            return Err(to_status(CartError::invalid(
+                "after_sequence",
+                Reason::InvalidField,
+                "must not be negative",
+            )));
+        }
+        // "From now on" is fixed before answering, so that every change
+        // committed after the call returns is sent.
+        let after = match r.after_sequence {
+            0 => self.store.head_now().await.map_err(to_status)?,
+            n => n,
+        };
+        let (tx, rx) = mpsc::channel(stream::CLIENT_BUFFER);
+        tokio::spawn(stream::tenant_events(
+            self.watcher(tenant, tx),
+            statuses,
+            after,
+        ));
+        Ok(Response::new(events_to_proto(rx)))
     }
+}
+
+/// The client side of a watcher's channel, as proto events.
+fn events_to_proto(rx: mpsc::Receiver<Result<Arc<CartEvent>, CartError>>) -> EventStream {
+    Box::pin(ReceiverStream::new(rx).map(|r| match r {
+        Ok(ev) => Ok(convert::event_to_proto(&ev)),
+        Err(e) => Err(to_status(e)),
+    }))
 }
 
 fn require_items(items: &[proto::ItemInput]) -> Result<(), CartError> {

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use async_trait::async_trait;
@@ -14,21 +14,13 @@ use uuid::Uuid;
 use super::{
     CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, now, replay,
 };
-use crate::domain::{
-    Cart, CartError, CartId, CartStatus, Command, EventType, IdempotencyKey, NewCart, Policy,
-    TenantId, cart::Change, merge,
+use crate::{
+    domain::{
+        Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
+        NewCart, Policy, TenantId, cart::Change, merge,
+    },
+    watch::EventFeed,
 };
-
-/// One entry of the event log, as Postgres keeps it in `cart_events`.
-#[derive(Debug, Clone)]
-pub struct EventRecord {
-    pub sequence: i64,
-    pub tenant: TenantId,
-    pub event: EventType,
-    pub previous_status: Option<CartStatus>,
-    pub occurred_at: DateTime<Utc>,
-    pub cart: Cart,
-}
 
 struct StoredCart {
     cart: Cart,
@@ -46,12 +38,14 @@ struct State {
     carts: HashMap<(TenantId, CartId), StoredCart>,
     references: HashMap<(TenantId, String), CartId>,
     keys: HashMap<(TenantId, String), Remembered>,
-    events: Vec<EventRecord>,
+    /// The event log; an event's sequence is its index + 1.
+    events: Vec<Arc<CartEvent>>,
 }
 
 pub struct MemoryStore {
     policy: Policy,
     state: Mutex<State>,
+    feed: EventFeed,
 }
 
 impl MemoryStore {
@@ -59,6 +53,7 @@ impl MemoryStore {
         MemoryStore {
             policy,
             state: Mutex::new(State::default()),
+            feed: EventFeed::new(),
         }
     }
 
@@ -66,11 +61,6 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave a half-applied change
         // (changes are built on copies), so a poisoned lock is still sound.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The events recorded so far, oldest first.
-    pub fn events(&self) -> Vec<EventRecord> {
-        self.lock().events.clone()
     }
 }
 
@@ -110,20 +100,39 @@ impl State {
             .ok_or(CartError::CartNotFound)
     }
 
-    fn record(&mut self, tenant: &TenantId, cart: &Cart, change: Change, now: DateTime<Utc>) {
+    /// Appends the event of a change and publishes it (still under the
+    /// lock, so events are published in sequence order).
+    fn record(
+        &mut self,
+        feed: &EventFeed,
+        tenant: &TenantId,
+        cart: &Cart,
+        change: Change,
+        now: DateTime<Utc>,
+    ) {
         let previous = (change.event != EventType::Created).then_some(change.previous_status);
-        self.events.push(EventRecord {
+        let event = Arc::new(CartEvent {
             sequence: self.events.len() as i64 + 1,
             tenant: tenant.clone(),
-            event: change.event,
+            event_type: change.event,
             previous_status: previous,
             occurred_at: now,
             cart: cart.clone(),
         });
+        self.events.push(event.clone());
+        feed.advance(event.sequence);
+        feed.publish(event);
     }
 
-    fn save(&mut self, tenant: &TenantId, cart: Cart, change: Change, now: DateTime<Utc>) {
-        self.record(tenant, &cart, change, now);
+    fn save(
+        &mut self,
+        feed: &EventFeed,
+        tenant: &TenantId,
+        cart: Cart,
+        change: Change,
+        now: DateTime<Utc>,
+    ) {
+        self.record(feed, tenant, &cart, change, now);
         if let Some(s) = self.carts.get_mut(&(tenant.clone(), cart.id)) {
             s.cart = cart;
         }
@@ -160,7 +169,7 @@ impl CartStore for MemoryStore {
             event: EventType::Created,
             previous_status: CartStatus::Active,
         };
-        st.record(tenant, &cart, created, now);
+        st.record(&self.feed, tenant, &cart, created, now);
         st.remember(tenant, idem, &cart, now);
         if !reference.is_empty() {
             st.references.insert((tenant.clone(), reference), cart.id);
@@ -225,7 +234,7 @@ impl CartStore for MemoryStore {
         let mut cart = st.cart(tenant, id)?.clone();
         let change = cart.apply(cmd, expected_version, now, &self.policy)?;
         st.remember(tenant, idem, &cart, now);
-        st.save(tenant, cart.clone(), change, now);
+        st.save(&self.feed, tenant, cart.clone(), change, now);
         Ok(cart)
     }
 
@@ -259,14 +268,87 @@ impl CartStore for MemoryStore {
             _ => source.clone(),
         };
         st.remember(tenant, idem, &response, now);
-        st.save(tenant, source, out.source, now);
+        st.save(&self.feed, tenant, source, out.source, now);
         if let (Some(t), Some(change)) = (target, out.target) {
-            st.save(tenant, t, change, now);
+            st.save(&self.feed, tenant, t, change, now);
         }
         Ok(response)
     }
 
     async fn check_health(&self) -> Result<(), CartError> {
         Ok(())
+    }
+
+    async fn tenant_events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        let st = self.lock();
+        let from = usize::try_from(after).unwrap_or(0).min(st.events.len());
+        Ok(st.events[from..]
+            .iter()
+            .filter(|e| &e.tenant == tenant)
+            .take(limit)
+            .map(|e| CartEvent::clone(e))
+            .collect())
+    }
+
+    async fn cart_events(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        let st = self.lock();
+        Ok(st
+            .events
+            .iter()
+            .filter(|e| &e.tenant == tenant && e.cart.id == cart && e.version() > after_version)
+            .take(limit)
+            .map(|e| CartEvent::clone(e))
+            .collect())
+    }
+
+    async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
+        let st = self.lock();
+        let version = st.cart(tenant, cart)?.version;
+        st.events
+            .iter()
+            .rev()
+            .find(|e| &e.tenant == tenant && e.cart.id == cart && e.version() == version)
+            .map(|e| CartEvent::clone(e))
+            .ok_or_else(|| CartError::Internal("a cart without its event".into()))
+    }
+
+    async fn expire_due(&self, limit: usize) -> Result<usize, CartError> {
+        let now = now();
+        let mut st = self.lock();
+        let due: Vec<(TenantId, CartId)> = st
+            .carts
+            .iter()
+            .filter(|(_, s)| s.cart.expires_at.is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .take(limit)
+            .collect();
+        let mut expired = 0;
+        for (tenant, id) in due {
+            let mut cart = st.cart(&tenant, id)?.clone();
+            if let Ok(change) = cart.apply(&Command::Expire, 0, now, &self.policy) {
+                st.save(&self.feed, &tenant, cart, change, now);
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    fn feed(&self) -> &EventFeed {
+        &self.feed
+    }
+
+    async fn head_now(&self) -> Result<i64, CartError> {
+        Ok(self.feed.head())
     }
 }

@@ -18,10 +18,13 @@ pub mod postgres;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::domain::{
-    CartError, CartStatus, IdempotencyKey, MergeStrategy, NewCart, TenantId,
-    cart::{Cart, CartId},
-    command::Command,
+use crate::{
+    domain::{
+        CartError, CartEvent, CartStatus, IdempotencyKey, MergeStrategy, NewCart, TenantId,
+        cart::{Cart, CartId},
+        command::Command,
+    },
+    watch::EventFeed,
 };
 
 /// How long an idempotency key is remembered.
@@ -99,6 +102,42 @@ pub trait CartStore: Send + Sync + 'static {
 
     /// Ok when the store can serve.
     async fn check_health(&self) -> Result<(), CartError>;
+
+    /// The tenant's events after sequence `after`, in sequence order, at
+    /// most `limit`, and only up to the feed's head: no event at or below
+    /// the last one answered can appear later.
+    async fn tenant_events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError>;
+
+    /// One cart's events after `after_version`, in version order.
+    async fn cart_events(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError>;
+
+    /// The event of the cart's current version: the cart as it stands.
+    async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError>;
+
+    /// Expires up to `limit` carts past their expiry (ACTIVE past the TTL,
+    /// AWAITING_CUSTOMER past the checkout timeout), each as a normal
+    /// versioned change; safe to run on several replicas at once. Answers
+    /// how many it expired.
+    async fn expire_due(&self, limit: usize) -> Result<usize, CartError>;
+
+    /// The live feed of this store's events.
+    fn feed(&self) -> &EventFeed;
+
+    /// A sequence that every event committed before this call is at or
+    /// below, and past which nothing at or below can appear: where a
+    /// watcher "from now on" starts.
+    async fn head_now(&self) -> Result<i64, CartError>;
 }
 
 /// What a remembered idempotency key answers for `key`.

@@ -121,6 +121,15 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
     serve(config).await
 }
 
+/// Starts a server on an existing database (several servers may share one).
+pub async fn spawn_app_on(database_url: &str, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::defaults();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.database_url = Some(database_url.to_string());
+    customize(&mut config);
+    serve(config).await
+}
+
 /// Starts a server on exactly this configuration.
 pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
@@ -242,4 +251,24 @@ pub async fn cancel(client: &mut Client, id: &str) -> Result<proto::Cart, Status
         })
         .await
         .map(|r| r.into_inner())
+}
+
+/// The next message of a server stream, failing the test after 5 s.
+pub async fn next<T>(stream: &mut tonic::Streaming<T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
+        .await
+        .expect("a stream message within 5 s")
+        .expect("stream message")
+        .expect("the stream is still open")
+}
+
+/// Asserts that a stream ends (cleanly) within 5 s.
+pub async fn assert_ends<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>) {
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends within 5 s");
+    assert!(
+        matches!(end, Ok(None)),
+        "expected the end of the stream, got {end:?}"
+    );
 }

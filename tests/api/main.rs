@@ -12,4 +12,6 @@ mod items;
 mod lifecycle;
 mod merge;
 mod operations;
+mod replicas;
 mod tenancy;
+mod watch;

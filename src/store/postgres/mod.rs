@@ -9,14 +9,16 @@
 //! No `pg_notify` is sent in writes: watchers read the event log.
 
 mod errors;
+mod feed;
 mod migrate;
 mod sql;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::Notify;
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
@@ -24,9 +26,12 @@ use self::errors::{PgFailure, classify, pg, pool};
 use super::{
     CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, now, replay,
 };
-use crate::domain::{
-    Cart, CartError, CartId, Command, IdempotencyKey, NewCart, Policy, TenantId, cart::Change,
-    merge,
+use crate::{
+    domain::{
+        Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
+        NewCart, Policy, TenantId, cart::Change, merge,
+    },
+    watch::EventFeed,
 };
 
 /// Attempts of one call before it answers UNAVAILABLE: the first is
@@ -45,6 +50,9 @@ pub struct PgOptions {
 pub struct PgStore {
     pool: Pool,
     policy: Policy,
+    feed: Arc<EventFeed>,
+    /// Poked after each commit so this replica's watchers hear of it at once.
+    committed: Arc<Notify>,
 }
 
 impl PgStore {
@@ -61,7 +69,7 @@ impl PgStore {
         }
         migrate::run(&cfg).await?;
         let manager = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -75,7 +83,14 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| CartError::Internal(format!("pool: {e}")))?;
-        Ok(PgStore { pool, policy })
+        let feed = Arc::new(EventFeed::new());
+        let committed = feed::start(cfg.clone(), feed.clone()).await;
+        Ok(PgStore {
+            pool,
+            policy,
+            feed,
+            committed,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, CartError> {
@@ -95,7 +110,10 @@ impl PgStore {
     {
         for n in 0..MAX_ATTEMPTS {
             match attempt(n).await {
-                Ok(cart) => return Ok(cart),
+                Ok(cart) => {
+                    self.committed.notify_one();
+                    return Ok(cart);
+                }
                 Err(PgFailure::Error(e)) => return Err(e),
                 Err(PgFailure::Retry) => tracing::debug!(attempt = n, "cart write raced, retrying"),
                 Err(PgFailure::KeyTaken) => {
@@ -122,11 +140,33 @@ fn fail(e: tokio_postgres::Error) -> PgFailure {
     classify(&e)
 }
 
+fn doc(row: &Row) -> Result<Cart, PgFailure> {
+    cart_at(row, 0).map_err(PgFailure::Error)
+}
+
 /// Decodes the jsonb straight into a Cart (no serde_json::Value tree in
 /// between); a document that does not decode is Internal, as before.
-fn doc(row: &Row) -> Result<Cart, PgFailure> {
-    let Json(cart): Json<Cart> = row.try_get(0).map_err(fail)?;
+fn cart_at(row: &Row, idx: usize) -> Result<Cart, CartError> {
+    let Json(cart): Json<Cart> = row.try_get(idx).map_err(pg)?;
     Ok(cart)
+}
+
+/// Reads a row of the event queries in `sql` (see its `events!` macro).
+fn event_from_row(row: &Row) -> Result<CartEvent, CartError> {
+    let unknown =
+        |what: &str, v: &str| CartError::Internal(format!("unknown {what} {v:?} in cart_events"));
+    let kind: &str = row.try_get(2).map_err(pg)?;
+    let previous: Option<&str> = row.try_get(3).map_err(pg)?;
+    Ok(CartEvent {
+        sequence: row.try_get(0).map_err(pg)?,
+        tenant: TenantId(row.try_get(1).map_err(pg)?),
+        event_type: EventType::parse(kind).ok_or_else(|| unknown("event type", kind))?,
+        previous_status: previous
+            .map(|p| CartStatus::parse(p).ok_or_else(|| unknown("status", p)))
+            .transpose()?,
+        occurred_at: row.try_get(4).map_err(pg)?,
+        cart: cart_at(row, 5)?,
+    })
 }
 
 /// The remembered answer for `key`, if the key was used in the window.
@@ -485,5 +525,99 @@ impl CartStore for PgStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg)?;
         Ok(())
+    }
+
+    async fn tenant_events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        let head = self.feed.head();
+        if head <= after {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(sql::TENANT_EVENTS)
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(&stmt, &[&tenant.as_str(), &after, &head, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn cart_events(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql::CART_EVENTS).await.map_err(pg)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&tenant.as_str(), &cart, &after_version, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(sql::CURRENT_EVENT)
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_opt(&stmt, &[&tenant.as_str(), &cart])
+            .await
+            .map_err(pg)?;
+        event_from_row(&row.ok_or(CartError::CartNotFound)?)
+    }
+
+    async fn expire_due(&self, limit: usize) -> Result<usize, CartError> {
+        let mut client = self.client().await?;
+        let now = now();
+        let tx = client.transaction().await.map_err(pg)?;
+        let stmt = tx.prepare_cached(sql::DUE_CARTS).await.map_err(pg)?;
+        let rows = tx
+            .query(&stmt, &[&now, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        let mut expired = 0;
+        for row in &rows {
+            let tenant = TenantId(row.try_get(0).map_err(pg)?);
+            let mut cart = cart_at(row, 1)?;
+            // Another sweeper may have expired it between its commit and our lock.
+            let Ok(change) = cart.apply(&Command::Expire, 0, now, &self.policy) else {
+                continue;
+            };
+            if write(&tx, &tenant, &cart, change, now, None)
+                .await
+                .map_err(PgFailure::into_error)?
+            {
+                expired += 1;
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        if expired > 0 {
+            self.committed.notify_one();
+        }
+        Ok(expired)
+    }
+
+    fn feed(&self) -> &EventFeed {
+        &self.feed
+    }
+
+    async fn head_now(&self) -> Result<i64, CartError> {
+        let client = self.client().await?;
+        feed::head_now(&client).await
     }
 }

@@ -73,3 +73,44 @@ WHERE tenant = $1
   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT $6";
+
+/// An event query: the columns `row_to_event` reads, then `$rest`.
+macro_rules! events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT sequence, tenant, type, previous_status, occurred_at, cart FROM cart_events ",
+            $rest
+        )
+    };
+}
+
+/// $1 tenant, $2 after sequence, $3 head, $4 limit.
+pub const TENANT_EVENTS: &str =
+    events!("WHERE tenant = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence LIMIT $4");
+
+/// $1 tenant, $2 cart, $3 after version, $4 limit.
+pub const CART_EVENTS: &str =
+    events!("WHERE tenant = $1 AND cart_id = $2 AND version > $3 ORDER BY version LIMIT $4");
+
+/// $1 tenant, $2 cart.
+pub const CURRENT_EVENT: &str =
+    events!("WHERE tenant = $1 AND cart_id = $2 ORDER BY version DESC LIMIT 1");
+
+/// Every tenant's events in ($1, $2], for the publisher; $3 limit.
+pub const EVENTS_BETWEEN: &str =
+    events!("WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3");
+
+/// The last sequence handed out (0 before the first).
+pub const LAST_SEQUENCE: &str = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('cart_events', 'sequence')::regclass), 0)";
+
+/// The transaction ids running now in this database (other sessions).
+pub const RUNNING_XIDS: &str = "SELECT coalesce(array_agg(backend_xid::text::bigint), '{}') \
+     FROM pg_stat_activity \
+     WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+
+/// Carts past their expiry, locked, skipping those another sweeper holds.
+/// $1 now, $2 limit.
+pub const DUE_CARTS: &str = "SELECT tenant, doc FROM carts WHERE expires_at <= $1 \
+     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
+
+pub const CHANNEL: &str = "cart_events";

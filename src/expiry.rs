@@ -1,0 +1,34 @@
+//! The expiry sweeper: moves carts past their expiry to EXPIRED as normal
+//! versioned changes. Every replica runs one; the store makes concurrent
+//! sweeps safe (Postgres: `FOR UPDATE SKIP LOCKED` batches).
+
+use std::{sync::Arc, time::Duration};
+
+use crate::store::CartStore;
+
+/// Carts expired per store call.
+const BATCH: usize = 100;
+
+pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let mut total = 0;
+        loop {
+            match store.expire_due(BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(expired = total, "expired carts");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The Postgres publisher of the event feed (see `crate::watch` for the
+//! design): one task per replica computes the head of the event log and
+//! publishes new events; a second keeps a LISTEN connection that wakes the
+//! publisher when another replica commits. Both use their own connections,
+//! outside the pool, so a busy pool never stalls watchers.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+
+use super::{errors::pg, event_from_row, sql};
+use crate::{domain::CartError, watch::EventFeed};
+
+/// Safety net: look again at least this often even when nothing woke us.
+const POLL: Duration = Duration::from_millis(500);
+/// At most one NOTIFY per this interval per replica, sent after commits.
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+/// Pause between two head computations while transactions are in flight.
+const SETTLE: Duration = Duration::from_millis(1);
+/// Head computations per wake-up before waiting for the next one.
+const MAX_ROUNDS: usize = 100;
+/// Events read per query when publishing.
+const PAGE: i64 = 1000;
+
+/// Finds the head: the largest sequence at or below which no event can
+/// still appear. Writers take their transaction id before their sequence,
+/// so a transaction that may hold a sequence at or below the sequence's
+/// last value was running (with its id) when that value was read, or had
+/// ended. Reading the value, then the ids running in this database, gives a
+/// candidate and the transactions it waits for; once none of them runs any
+/// more, the candidate is final. Only this database's transactions count,
+/// so a long write elsewhere on the server does not hold watchers back.
+#[derive(Debug, Default)]
+pub(super) struct Watermark {
+    /// (candidate sequence, transaction ids it waits for)
+    pending: Option<(i64, Vec<i64>)>,
+    pub safe: i64,
+}
+
+impl Watermark {
+    /// One observation: the sequence's `last` value, then the ids `running`.
+    pub fn observe(&mut self, last: i64, running: Vec<i64>) {
+        if let Some((candidate, waits_for)) = &self.pending
+            && waits_for.iter().all(|x| !running.contains(x))
+        {
+            self.safe = self.safe.max(*candidate);
+            self.pending = None;
+        }
+        if running.is_empty() {
+            self.safe = self.safe.max(last);
+            self.pending = None;
+        } else if last > self.safe && self.pending.is_none() {
+            self.pending = Some((last, running));
+        }
+    }
+
+    pub fn settled(&self) -> bool {
+        self.pending.is_none()
+    }
+}
+
+/// One observation for `mark`; the two statements run in this order.
+async fn observe(
+    client: &Client,
+    last: &Statement,
+    running: &Statement,
+    mark: &mut Watermark,
+) -> Result<(), CartError> {
+    let last: i64 = client.query_one(last, &[]).await.map_err(pg)?.get(0);
+    let running: Vec<i64> = client.query_one(running, &[]).await.map_err(pg)?.get(0);
+    mark.observe(last, running);
+    Ok(())
+}
+
+/// A dedicated connection with the publisher's statements prepared.
+struct Observer {
+    client: Client,
+    last: Statement,
+    running: Statement,
+    events: Statement,
+}
+
+impl Observer {
+    async fn connect(cfg: &tokio_postgres::Config) -> Result<Observer, CartError> {
+        let (client, conn) = cfg.connect(NoTls).await.map_err(pg)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "event feed connection ended");
+            }
+        });
+        Ok(Observer {
+            last: client.prepare(sql::LAST_SEQUENCE).await.map_err(pg)?,
+            running: client.prepare(sql::RUNNING_XIDS).await.map_err(pg)?,
+            events: client.prepare(sql::EVENTS_BETWEEN).await.map_err(pg)?,
+            client,
+        })
+    }
+
+    async fn observe(&self, mark: &mut Watermark) -> Result<(), CartError> {
+        observe(&self.client, &self.last, &self.running, mark).await
+    }
+}
+
+/// A head computed now: every event committed before the call is at or
+/// below it, and nothing at or below it can still appear.
+pub(super) async fn head_now(client: &Client) -> Result<i64, CartError> {
+    let last = client.prepare(sql::LAST_SEQUENCE).await.map_err(pg)?;
+    let running = client.prepare(sql::RUNNING_XIDS).await.map_err(pg)?;
+    let mut mark = Watermark::default();
+    for round in 0..MAX_ROUNDS * 10 {
+        if round > 0 {
+            tokio::time::sleep(SETTLE).await;
+        }
+        observe(client, &last, &running, &mut mark).await?;
+        if mark.settled() {
+            return Ok(mark.safe);
+        }
+    }
+    Err(CartError::Unavailable(
+        "transactions stay in flight; retry".into(),
+    ))
+}
+
+/// Starts the publisher and the listener; answers the notifier that this
+/// replica's writes poke after each commit.
+pub(super) async fn start(cfg: tokio_postgres::Config, feed: Arc<EventFeed>) -> Arc<Notify> {
+    let local = Arc::new(Notify::new());
+    let remote = Arc::new(Notify::new());
+    let mut publisher = Publisher {
+        cfg: cfg.clone(),
+        observer: None,
+        feed,
+        mark: Watermark::default(),
+        published: 0,
+    };
+    // Start from the present: history is read from the log by watchers.
+    if let Err(e) = publisher.settle(false).await {
+        tracing::warn!(error = %e, "event feed could not read the log head yet");
+    }
+    publisher.published = publisher.mark.safe;
+    publisher.feed.advance(publisher.mark.safe);
+    tokio::spawn(listen(cfg, remote.clone()));
+    tokio::spawn(publisher.run(local.clone(), remote));
+    local
+}
+
+struct Publisher {
+    cfg: tokio_postgres::Config,
+    observer: Option<Observer>,
+    feed: Arc<EventFeed>,
+    mark: Watermark,
+    published: i64,
+}
+
+impl Publisher {
+    async fn run(mut self, local: Arc<Notify>, remote: Arc<Notify>) {
+        let mut notify_due = false;
+        let mut last_notify = Instant::now() - NOTIFY_EVERY;
+        let mut failing = false;
+        loop {
+            let wait = if notify_due {
+                NOTIFY_EVERY.saturating_sub(last_notify.elapsed())
+            } else {
+                POLL
+            };
+            tokio::select! {
+                () = local.notified() => notify_due = true,
+                () = remote.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            if notify_due && last_notify.elapsed() >= NOTIFY_EVERY {
+                notify_due = false;
+                last_notify = Instant::now();
+                if let Err(e) = self.notify_others().await {
+                    tracing::debug!(error = %e, "notify failed; other replicas will poll");
+                }
+            }
+            match self.settle(true).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("event feed reading the log again");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    self.observer = None; // reconnect next time
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(error = %e, "event feed cannot read the log; retrying");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn observer(&mut self) -> Result<&Observer, CartError> {
+        if self.observer.is_none() {
+            self.observer = Some(Observer::connect(&self.cfg).await?);
+        }
+        Ok(self.observer.as_ref().expect("just connected"))
+    }
+
+    async fn notify_others(&mut self) -> Result<(), CartError> {
+        let o = self.observer().await?;
+        o.client
+            .batch_execute(&format!("NOTIFY {}", sql::CHANNEL))
+            .await
+            .map_err(pg)
+    }
+
+    /// Moves the head as far as transactions allow, publishing as it goes.
+    async fn settle(&mut self, publish: bool) -> Result<(), CartError> {
+        for round in 0..MAX_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(SETTLE).await;
+            }
+            let mut mark = std::mem::take(&mut self.mark);
+            let observed = self.observer().await?.observe(&mut mark).await;
+            self.mark = mark;
+            observed?;
+            if publish && self.mark.safe > self.published {
+                self.publish(self.mark.safe).await?;
+            }
+            if self.mark.settled() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, head: i64) -> Result<(), CartError> {
+        // The head moves first: a watcher subscribing now catches up to it.
+        self.feed.advance(head);
+        if !self.feed.has_subscribers() {
+            self.published = head;
+            return Ok(());
+        }
+        while self.published < head {
+            let from = self.published;
+            let o = self.observer().await?;
+            let rows = o
+                .client
+                .query(&o.events, &[&from, &head, &PAGE])
+                .await
+                .map_err(pg)?;
+            for row in &rows {
+                let event = event_from_row(row)?;
+                self.published = event.sequence;
+                self.feed.publish(Arc::new(event));
+            }
+            if (rows.len() as i64) < PAGE {
+                self.published = head;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a LISTEN connection open (reconnecting after failures) and pokes
+/// `remote` on every notification and after every (re)connect.
+async fn listen(cfg: tokio_postgres::Config, remote: Arc<Notify>) {
+    loop {
+        match cfg.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                let poke = remote.clone();
+                let driver = tokio::spawn(async move {
+                    while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                        match msg {
+                            Ok(AsyncMessage::Notification(_)) => poke.notify_one(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "listen connection lost");
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client
+                    .batch_execute(&format!("LISTEN {}", sql::CHANNEL))
+                    .await
+                {
+                    Ok(()) => {
+                        remote.notify_one();
+                        let _ = driver.await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "listen failed"),
+                }
+                drop(client);
+            }
+            Err(e) => tracing::debug!(error = %e, "listen connection failed; polling meanwhile"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watermark;
+
+    #[test]
+    fn a_candidate_waits_for_the_transactions_running_when_it_was_read() {
+        let mut w = Watermark::default();
+        // Sequence at 10 while 100 and 101 run.
+        w.observe(10, vec![100, 101]);
+        assert_eq!(w.safe, 0);
+        w.observe(12, vec![101, 102]);
+        assert_eq!(w.safe, 0, "101 still runs");
+        // 100 and 101 ended: 10 is final; 12 waits for 102 and 103.
+        w.observe(12, vec![102, 103]);
+        assert_eq!(w.safe, 10);
+        assert!(!w.settled());
+        w.observe(13, vec![104]);
+        assert_eq!(w.safe, 12);
+        w.observe(13, vec![]);
+        assert_eq!(w.safe, 13);
+        assert!(w.settled());
+    }
+
+    #[test]
+    fn an_idle_database_is_final_at_once_and_never_moves_back() {
+        let mut w = Watermark::default();
+        w.observe(7, vec![]);
+        assert_eq!(w.safe, 7);
+        assert!(w.settled());
+        w.observe(7, vec![]);
+        assert_eq!(w.safe, 7);
+    }
+}

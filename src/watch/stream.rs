@@ -1,0 +1,168 @@
+//! The per-watcher loops behind WatchCart and WatchCarts: catch up from
+//! the log, then follow the feed; on lag, catch up again.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    mpsc,
+};
+
+use crate::{
+    domain::{CartError, CartEvent, CartId, CartStatus, TenantId},
+    store::CartStore,
+};
+
+/// Events read from the log per query while catching up.
+const BATCH: usize = 500;
+/// Events buffered per watcher between its loop and the client.
+pub const CLIENT_BUFFER: usize = 64;
+
+pub type Sender = mpsc::Sender<Result<Arc<CartEvent>, CartError>>;
+
+/// Why a loop stopped early: the client left, or the store failed.
+enum Stop {
+    ClientGone,
+    Failed(CartError),
+}
+
+async fn send(tx: &Sender, ev: Arc<CartEvent>) -> Result<(), Stop> {
+    tx.send(Ok(ev)).await.map_err(|_| Stop::ClientGone)
+}
+
+async fn end(tx: &Sender, r: Result<(), Stop>) {
+    if let Err(Stop::Failed(e)) = r {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+/// What every watcher loop needs: where to read, whose events, for how
+/// long, and where to send them.
+pub struct Watcher {
+    pub store: Arc<dyn CartStore>,
+    pub tenant: TenantId,
+    pub lifetime: Duration,
+    pub tx: Sender,
+}
+
+/// WatchCarts: every event of `tenant` after sequence `after`, filtered by
+/// `statuses`, until the client leaves or `lifetime` passes.
+pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
+    let Watcher {
+        store,
+        tenant,
+        lifetime,
+        tx,
+    } = w;
+    let run = async {
+        let mut live = store.feed().subscribe();
+        let mut cursor = after;
+        let wanted = |ev: &CartEvent| statuses.is_empty() || statuses.contains(&ev.cart.status);
+        loop {
+            loop {
+                let batch = store
+                    .tenant_events(&tenant, cursor, BATCH)
+                    .await
+                    .map_err(Stop::Failed)?;
+                let full = batch.len() == BATCH;
+                for ev in batch {
+                    cursor = ev.sequence;
+                    if wanted(&ev) {
+                        send(&tx, Arc::new(ev)).await?;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(ev) if ev.tenant == tenant && ev.sequence > cursor => {
+                        cursor = ev.sequence;
+                        if wanted(&ev) {
+                            send(&tx, ev).await?;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "watcher lagged; catching up from the log");
+                        break;
+                    }
+                    Err(RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+    };
+    let r = tokio::time::timeout(lifetime, run).await.unwrap_or(Ok(()));
+    end(&tx, r).await;
+}
+
+/// WatchCart: `first` (the cart as it stands, when not resuming), then
+/// every change after `after_version`, ending after a final status.
+pub async fn cart_events(
+    w: Watcher,
+    cart: CartId,
+    first: Option<CartEvent>,
+    after_version: i64,
+    mut live: broadcast::Receiver<Arc<CartEvent>>,
+) {
+    let Watcher {
+        store,
+        tenant,
+        lifetime,
+        tx,
+    } = w;
+    let run = async {
+        let mut cursor = after_version;
+        if let Some(ev) = first {
+            cursor = ev.version();
+            let done = ev.is_final();
+            send(&tx, Arc::new(ev)).await?;
+            if done {
+                return Ok(());
+            }
+        }
+        loop {
+            loop {
+                let batch = store
+                    .cart_events(&tenant, cart, cursor, BATCH)
+                    .await
+                    .map_err(Stop::Failed)?;
+                let full = batch.len() == BATCH;
+                for ev in batch {
+                    cursor = ev.version();
+                    let done = ev.is_final();
+                    send(&tx, Arc::new(ev)).await?;
+                    if done {
+                        return Ok(());
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(ev)
+                        if ev.tenant == tenant && ev.cart.id == cart && ev.version() > cursor =>
+                    {
+                        if ev.version() != cursor + 1 {
+                            break; // a version is missing here: read it from the log
+                        }
+                        cursor = ev.version();
+                        let done = ev.is_final();
+                        send(&tx, ev).await?;
+                        if done {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+    };
+    let r = tokio::time::timeout(lifetime, run).await.unwrap_or(Ok(()));
+    end(&tx, r).await;
+}
