@@ -106,7 +106,7 @@ for c in $CONCURRENCY; do
         svc=$(echo "$svc_json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["result"]["ops"]; print(round(sum(v["rate"] for v in d.values()),1))')
         svc_p99=$(echo "$svc_json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["result"]["ops"]; print(max(v["p99_ms"] for v in d.values()))')
         [ "$s" = add-items ] && SVC_ADD[$c]=$svc
-        if [ "$c" -gt 90 ]; then
+        if [ "$c" -gt 90 ] || [ ! -f "bench/pgbench/${s//-/_}.sql" ]; then
             echo "RESULT $s c=$c service ${svc}/s p99 ${svc_p99} ms  pgbench n/a  (load $(load))"
             continue
         fi

@@ -66,6 +66,10 @@ struct Args {
     /// HTTP/2 connections the requests are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// HTTP/2 connections the watch streams are spread over (a server
+    /// allows a bounded number of concurrent streams per connection).
+    #[arg(long, default_value_t = 64)]
+    watch_connections: usize,
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -239,9 +243,9 @@ fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-async fn connect(args: &Args, addr: &str) -> anyhow::Result<Vec<Channel>> {
+async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
-    for _ in 0..args.connections.max(1) {
+    for _ in 0..connections.max(1) {
         let ch = Endpoint::from_shared(addr.to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
@@ -544,7 +548,7 @@ fn timestamp_to_system(t: &prost_types::Timestamp) -> SystemTime {
 async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
     let args = &ctx.args;
     let watch_addr = args.watch_addr.clone().unwrap_or(args.addr.clone());
-    let watch_channels = connect(args, &watch_addr).await?;
+    let watch_channels = connect(&watch_addr, args.watch_connections).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let measure_from = Instant::now() + args.warmup;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stats>();
@@ -653,7 +657,7 @@ async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
     let stop = Arc::new(AtomicBool::new(false));
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let watch_channels = connect(args, &args.addr).await?;
+    let watch_channels = connect(&args.addr, args.watch_connections).await?;
     let mut handles = Vec::new();
     for w in 0..args.watchers {
         let mut c = CartServiceClient::new(watch_channels[w % watch_channels.len()].clone());
@@ -790,7 +794,7 @@ async fn main() -> anyhow::Result<()> {
             ),
             None => None,
         };
-        let channels = connect(&args, &args.addr).await?;
+        let channels = connect(&args.addr, args.connections).await?;
         let run_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
