@@ -102,9 +102,9 @@ for c in $CONCURRENCY; do
         fi
         svc_json=$("$BIN/cart-bench" --scenario "$s" --addr "$ADDR" --no-seed --carts "$CARTS" --skus "$SKUS" \
             --concurrency "$c" --duration "${DURATION}s" --warmup "${WARMUP}s" --server-pid "$SERVER_PID" \
-            --json "$OUT" --label "ceiling-service round $round" | tee /dev/stderr | sed -n 's/^JSON //p')
-        svc=$(echo "$svc_json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["result"]["ops"]; print(round(sum(v["rate"] for v in d.values()),1))')
-        svc_p99=$(echo "$svc_json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["result"]["ops"]; print(max(v["p99_ms"] for v in d.values()))')
+            --json "$OUT" --label "ceiling-service round $round" | tee -a /dev/stderr | sed -n 's/^JSON //p')
+        svc=$(echo "$svc_json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["result"]["ops"]; print(round(sum(v["rate"] for v in d.values()),1) or 0.001)')
+        svc_p99=$(echo "$svc_json" | python3 -c 'import json,sys; d=json.load(sys.stdin)["result"]["ops"]; print(max([v["p99_ms"] for v in d.values()] or [0]))')
         [ "$s" = add-items ] && SVC_ADD[$c]=$svc
         if [ "$c" -gt 90 ] || [ ! -f "bench/pgbench/${s//-/_}.sql" ]; then
             echo "RESULT $s c=$c service ${svc}/s p99 ${svc_p99} ms  pgbench n/a  (load $(load))"
