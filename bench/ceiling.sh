@@ -68,9 +68,9 @@ stop_server() { # frees its connections for pgbench (max_connections)
 }
 : >target/bench/server.log
 start_server
-"$BIN/cart-bench" --scenario ready --addr "$ADDR" --server-pid "$SERVER_PID" --json "$OUT" --label start | grep -v '^JSON'
+"$BIN/cart-bench" --scenario ready --addr "$ADDR" --server-pid "$SERVER_PID" --json "$OUT" --label start | sed '/^JSON/d'
 
-"$BIN/cart-bench" --scenario seed --addr "$ADDR" --carts "$CARTS" --skus "$SKUS" --concurrency 32 | grep -v '^JSON' || true
+"$BIN/cart-bench" --scenario seed --addr "$ADDR" --carts "$CARTS" --skus "$SKUS" --concurrency 32 | sed '/^JSON/d' || true
 psql -q -d "$DB" <<SQL
 CREATE TABLE bench_ids (n int PRIMARY KEY, id uuid NOT NULL);
 INSERT INTO bench_ids SELECT row_number() OVER (ORDER BY id), id FROM carts WHERE tenant = 'default';

@@ -49,10 +49,10 @@ for port in "$PORT_A" "$PORT_B"; do
     DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$port" \
         RUST_LOG=warn "$BIN/cart-service" >>target/bench/service-server.log 2>&1 &
     PIDS+=($!)
-    "$BIN/cart-bench" --scenario ready --addr "http://127.0.0.1:$port" --server-pid "$!" --json "$OUT" --label "start $port" | grep -v '^JSON'
+    "$BIN/cart-bench" --scenario ready --addr "http://127.0.0.1:$port" --server-pid "$!" --json "$OUT" --label "start $port" | sed '/^JSON/d'
 done
 PID_A=${PIDS[0]}
-"$BIN/cart-bench" --scenario seed --addr "$A" --carts "$CARTS" --concurrency 32 | grep -v '^JSON'
+"$BIN/cart-bench" --scenario seed --addr "$A" --carts "$CARTS" --concurrency 32 | sed '/^JSON/d'
 echo "== idle RSS after seeding: replica A $(awk '/VmRSS/ {print $2, $3}' /proc/$PID_A/status); load $(load)"
 
 PEAK=
@@ -70,26 +70,26 @@ for step in $STEPS; do
         peak
         R70=$((PEAK * 7 / 10))
         bench --scenario add-items --addr "$A" --concurrency "$CONCURRENCY" --rate "$R70" --duration "${DURATION}s" \
-            --server-pid "$PID_A" --label "70% of peak" | grep -v '^JSON'
+            --server-pid "$PID_A" --label "70% of peak" | sed '/^JSON/d'
         echo "== above: add-items paced at ${R70}/s = 70% of ${PEAK}/s (load $(load))"
         ;;
     mixed | lifecycle)
         bench --scenario "$step" --addr "$A" --concurrency "$CONCURRENCY" --duration "${DURATION}s" \
-            --server-pid "$PID_A" --label "$step" | grep -v '^JSON'
+            --server-pid "$PID_A" --label "$step" | sed '/^JSON/d'
         ;;
     watch)
         peak
         HALF=$((PEAK / 2))
         bench --scenario watch-latency --addr "$A" --watchers "$WATCHERS" --concurrency "$CONCURRENCY" \
-            --rate "$HALF" --duration "${DURATION}s" --server-pid "$PID_A" --label "watch same replica" | grep -v '^JSON'
+            --rate "$HALF" --duration "${DURATION}s" --server-pid "$PID_A" --label "watch same replica" | sed '/^JSON/d'
         echo "== above: $WATCHERS watchers on the writing replica, add-items at ${HALF}/s (load $(load))"
         bench --scenario watch-latency --addr "$A" --watch-addr "$B" --watchers "$WATCHERS" --concurrency "$CONCURRENCY" \
-            --rate "$HALF" --duration "${DURATION}s" --server-pid "$PID_A" --label "watch other replica" | grep -v '^JSON'
+            --rate "$HALF" --duration "${DURATION}s" --server-pid "$PID_A" --label "watch other replica" | sed '/^JSON/d'
         echo "== above: $WATCHERS watchers on the other replica, add-items at ${HALF}/s (load $(load))"
         ;;
     watchers)
         bench --scenario watchers --addr "$A" --watchers "$STREAMS" --concurrency "$CONCURRENCY" \
-            --duration "${DURATION}s" --server-pid "$PID_A" --label "watchers $STREAMS" | grep -v '^JSON'
+            --duration "${DURATION}s" --server-pid "$PID_A" --label "watchers $STREAMS" | sed '/^JSON/d'
         echo "== above: $STREAMS open streams (load $(load))"
         ;;
     *) echo "unknown step $step" >&2; exit 2 ;;

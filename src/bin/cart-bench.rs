@@ -658,6 +658,10 @@ async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let watch_channels = connect(&args.addr, args.watch_connections).await?;
+    const OPENING: usize = 256;
+    let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
+    let codes = Arc::new(std::sync::Mutex::new(Stats::default()));
+    let opening_started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.watchers {
         let mut c = CartServiceClient::new(watch_channels[w % watch_channels.len()].clone());
@@ -666,11 +670,26 @@ async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
             after_version: 0,
         });
         let (stop, opened, failed) = (stop.clone(), opened.clone(), failed.clone());
+        let (gate, codes) = (gate.clone(), codes.clone());
         handles.push(tokio::spawn(async move {
-            match c.watch_cart(req).await {
+            // At most OPENING streams between request and first event (the
+            // snapshot), as clients arriving over time would be.
+            let permit = gate.acquire_owned().await;
+            let first = match c.watch_cart(req).await {
                 Ok(resp) => {
-                    opened.fetch_add(1, Ordering::Relaxed);
                     let mut stream = resp.into_inner();
+                    match stream.message().await {
+                        Ok(Some(_)) => Ok(stream),
+                        Ok(None) => Err(Code::Ok),
+                        Err(e) => Err(e.code()),
+                    }
+                }
+                Err(e) => Err(e.code()),
+            };
+            drop(permit);
+            match first {
+                Ok(mut stream) => {
+                    opened.fetch_add(1, Ordering::Relaxed);
                     while !stop.load(Ordering::Relaxed) {
                         tokio::select! {
                             m = stream.message() => if !matches!(m, Ok(Some(_))) { break },
@@ -678,8 +697,9 @@ async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
                         }
                     }
                 }
-                Err(_) => {
+                Err(code) => {
                     failed.fetch_add(1, Ordering::Relaxed);
+                    codes.lock().unwrap().error("watch-open", code);
                 }
             }
         }));
@@ -691,6 +711,7 @@ async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let open_secs = opening_started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_open = rss_kib(args.server_pid);
     let (loaded, _) = drive(
@@ -709,9 +730,12 @@ async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
     }
     let secs = secs.as_secs_f64();
     print_table("get-cart idle (no watchers)", &idle, secs);
+    for (k, v) in &codes.lock().unwrap().errors {
+        println!("  error {k}: {v}");
+    }
     print_table(
         &format!(
-            "get-cart with {} open watchers ({} failed)",
+            "get-cart with {} open watchers ({} failed, opened in {open_secs:.1}s)",
             opened.load(Ordering::Relaxed),
             failed.load(Ordering::Relaxed)
         ),
