@@ -14,6 +14,7 @@ use tower_http::{
 };
 
 use crate::{
+    callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
     grpc::{auth::ApiKeyAuth, service::CartApi},
@@ -37,6 +38,8 @@ pub struct Application {
     serve: ServeFuture,
     stop: oneshot::Sender<()>,
     store: Arc<dyn CartStore>,
+    /// Background work (health, expiry, callbacks) that ends with the server.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn policy(config: &Config) -> anyhow::Result<Policy> {
@@ -86,17 +89,25 @@ impl Application {
 
         let (reporter, health) = tonic_health::server::health_reporter();
         let serving = check_health(store.as_ref(), &reporter, None).await;
-        tokio::spawn(report_health(store.clone(), reporter, serving));
+        let mut tasks = vec![tokio::spawn(report_health(
+            store.clone(),
+            reporter,
+            serving,
+        ))];
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        tokio::spawn(crate::expiry::sweep_forever(
+        tasks.push(tokio::spawn(crate::expiry::sweep_forever(
             store.clone(),
             config.sweep_interval,
+        )));
+        tasks.push(tokio::spawn(
+            CallbackWorker::new(store.clone(), &callback_settings(&config)).run(),
         ));
         let cart_api = CartApi::new(store.clone(), config.default_currency)
-            .with_stream_lifetime(config.watch_max_lifetime);
+            .with_stream_lifetime(config.watch_max_lifetime)
+            .with_callback_hosts(config.callback_hosts.clone());
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let api = tonic::service::interceptor::InterceptedService::new(api, auth);
 
@@ -133,6 +144,7 @@ impl Application {
             serve: Box::pin(serve),
             stop,
             store,
+            tasks,
         })
     }
 
@@ -146,14 +158,39 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application { serve, stop, .. } = self;
-        let mut serve = serve;
-        tokio::select! {
-            r = &mut serve => return r.context("gRPC server failed"),
-            () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
-        }
-        let _ = stop.send(());
-        serve.await.context("gRPC server failed")
+        let Application {
+            mut serve,
+            stop,
+            tasks,
+            ..
+        } = self;
+        let result = tokio::select! {
+            r = &mut serve => r,
+            () = shutdown => {
+                tracing::info!("shutting down: finishing in-flight calls");
+                let _ = stop.send(());
+                serve.await
+            }
+        };
+        // Undelivered callbacks stay in the outbox for the next instance.
+        tasks.iter().for_each(|t| t.abort());
+        result.context("gRPC server failed")
+    }
+}
+
+fn callback_settings(config: &Config) -> CallbackSettings {
+    let secrets: std::collections::HashMap<String, String> = config
+        .callback_secrets
+        .iter()
+        .flat_map(|p| p.0.iter().cloned())
+        .collect();
+    if secrets.is_empty() {
+        tracing::warn!("CART_CALLBACK_SECRETS is not set: callbacks are sent unsigned");
+    }
+    CallbackSettings {
+        secrets,
+        timeout: config.callback_timeout,
+        backoff: config.callback_backoff.0.clone(),
     }
 }
 

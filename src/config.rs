@@ -22,6 +22,22 @@ pub struct Config {
     #[arg(long, env = "CART_API_KEYS", value_parser = parse_pairs, hide_env_values = true)]
     pub api_keys: Option<Pairs>,
 
+    /// `tenant:secret` pairs for signing callbacks (`whsec_<base64>` or plain text).
+    #[arg(long, env = "CART_CALLBACK_SECRETS", value_parser = parse_pairs, hide_env_values = true)]
+    pub callback_secrets: Option<Pairs>,
+
+    /// Time allowed for one callback POST.
+    #[arg(long, env = "CART_CALLBACK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub callback_timeout: Duration,
+
+    /// Pauses before each callback retry, comma-separated; then it gives up.
+    #[arg(long, env = "CART_CALLBACK_BACKOFF", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_backoff)]
+    pub callback_backoff: Backoff,
+
+    /// Hosts callback URLs may name, comma-separated; unset allows any.
+    #[arg(long, env = "CART_CALLBACK_HOSTS", value_delimiter = ',')]
+    pub callback_hosts: Option<Vec<String>>,
+
     /// Idle life of an ACTIVE cart (`10s`, `15m`, `30d`).
     #[arg(long, env = "CART_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
@@ -91,6 +107,19 @@ fn parse_pairs(s: &str) -> Result<Pairs, String> {
     Ok(Pairs(out))
 }
 
+/// Retry pauses of callback delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
+fn parse_backoff(s: &str) -> Result<Backoff, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| humantime::parse_duration(p).map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Backoff)
+}
+
 fn parse_currency(s: &str) -> Result<Currency, String> {
     Currency::parse(s).ok_or_else(|| format!("{s:?} is not an ISO 4217 currency with a minor unit"))
 }
@@ -135,5 +164,10 @@ mod tests {
         assert_eq!(c.ttl, Duration::from_secs(10));
         assert_eq!(c.checkout_timeout, Duration::from_secs(900));
         assert_eq!(Config::defaults().ttl, Duration::from_secs(30 * 86_400));
+        let b = Config::defaults().callback_backoff.0;
+        assert_eq!(
+            (b.len(), b[0], b[6]),
+            (7, Duration::from_secs(5), Duration::from_secs(36_000))
+        );
     }
 }

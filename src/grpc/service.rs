@@ -27,6 +27,8 @@ pub struct CartApi {
     store: Arc<dyn CartStore>,
     default_currency: Currency,
     stream_lifetime: Duration,
+    /// Hosts callback URLs may name; None allows any.
+    callback_hosts: Option<Vec<String>>,
 }
 
 impl CartApi {
@@ -35,6 +37,36 @@ impl CartApi {
             store,
             default_currency,
             stream_lifetime: Duration::from_secs(3600),
+            callback_hosts: None,
+        }
+    }
+
+    /// Restricts callback URLs to these hosts.
+    pub fn with_callback_hosts(mut self, hosts: Option<Vec<String>>) -> Self {
+        self.callback_hosts = hosts;
+        self
+    }
+
+    /// Refuses callback URLs whose host is not on the allow-list.
+    fn check_callback_hosts(&self, urls: &[(&str, &str)]) -> Result<(), Status> {
+        let Some(allowed) = &self.callback_hosts else {
+            return Ok(());
+        };
+        let violations: Vec<_> = urls
+            .iter()
+            .filter(|(_, url)| !url.is_empty() && !convert::url_host_allowed(url, allowed))
+            .map(|(field, _)| {
+                crate::domain::FieldViolation::new(
+                    *field,
+                    Reason::InvalidField,
+                    "names a host that is not allowed",
+                )
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(to_status(CartError::Invalid(violations)))
         }
     }
 
@@ -129,6 +161,10 @@ impl CartService for CartApi {
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
         let idem = idempotency("CreateCart", &r, &r.request_id, |m| m.request_id.clear())?;
         let new = convert::new_cart(&r, self.default_currency).map_err(to_status)?;
+        self.check_callback_hosts(&[
+            ("callback_url", &r.callback_url),
+            ("callback_cancel_url", &r.callback_cancel_url),
+        ])?;
         let cart = self
             .store
             .create(&tenant, new, fp, idem.as_ref())
@@ -235,6 +271,13 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("UpdateCart", r, &r.request_id, |m| m.request_id.clear())?;
+        self.check_callback_hosts(&[
+            ("callback_url", r.callback_url.as_deref().unwrap_or("")),
+            (
+                "callback_cancel_url",
+                r.callback_cancel_url.as_deref().unwrap_or(""),
+            ),
+        ])?;
         let cmd = convert::details(r).map(Command::Update);
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await

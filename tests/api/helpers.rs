@@ -1,13 +1,15 @@
 //! Test harness: starts the real server on port 0 over a chosen store
 //! (Postgres gets a fresh database per test) and hands out generated clients.
 
-use std::future::pending;
+use std::sync::Arc;
 
 use cart_service::{
     app::Application,
     config::{Config, Pairs},
     proto::{self, cart_service_client::CartServiceClient},
+    store::CartStore,
 };
+use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -91,6 +93,9 @@ pub type Client = CartServiceClient<InterceptedService<Channel, Key>>;
 pub struct TestApp {
     channel: Channel,
     pub client: Client,
+    pub store: Arc<dyn CartStore>,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
@@ -102,6 +107,19 @@ impl TestApp {
 
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Stops the server (and its background work) and waits for it.
+    pub async fn shut_down(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
     }
 }
 
@@ -134,14 +152,24 @@ pub async fn spawn_app_on(database_url: &str, customize: impl FnOnce(&mut Config
 pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
-    tokio::spawn(app.run_until(pending()));
+    let store = app.store();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
         .await
         .expect("connect to the test server");
     let client = CartServiceClient::with_interceptor(channel.clone(), Key(None));
-    TestApp { channel, client }
+    TestApp {
+        channel,
+        client,
+        store,
+        stop: Some(stop),
+        running: Some(running),
+    }
 }
 
 /// `tenant:key` pairs for `Config::api_keys`.

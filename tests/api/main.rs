@@ -4,7 +4,9 @@
 
 mod helpers;
 mod proxy;
+mod receiver;
 
+mod callbacks;
 mod carts;
 mod concurrency;
 mod idempotency;
