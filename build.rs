@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // idempotency fingerprint relies on.
         .btree_map(".")
         .extern_path(".google.rpc", "::tonic_types")
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::grpc::codec::CartCodec")
         .compile_fds(fds)?;
     Ok(())
 }

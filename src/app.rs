@@ -3,7 +3,10 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{codegen::http, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -40,6 +43,8 @@ pub struct Application {
     store: Arc<dyn CartStore>,
     /// Background work (health, expiry, callbacks) that ends with the server.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Set on shutdown: watch streams end so that the server can stop.
+    closing: watch::Sender<bool>,
 }
 
 fn policy(config: &Config) -> anyhow::Result<Policy> {
@@ -105,9 +110,11 @@ impl Application {
         tasks.push(tokio::spawn(
             CallbackWorker::new(store.clone(), &callback_settings(&config)).run(),
         ));
+        let (closing, closing_rx) = watch::channel(false);
         let cart_api = CartApi::new(store.clone(), config.default_currency)
             .with_stream_lifetime(config.watch_max_lifetime)
-            .with_callback_hosts(config.callback_hosts.clone());
+            .with_callback_hosts(config.callback_hosts.clone())
+            .with_shutdown(closing_rx);
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let api = tonic::service::interceptor::InterceptedService::new(api, auth);
 
@@ -145,6 +152,7 @@ impl Application {
             stop,
             store,
             tasks,
+            closing,
         })
     }
 
@@ -162,12 +170,14 @@ impl Application {
             mut serve,
             stop,
             tasks,
+            closing,
             ..
         } = self;
         let result = tokio::select! {
             r = &mut serve => r,
             () = shutdown => {
-                tracing::info!("shutting down: finishing in-flight calls");
+                tracing::info!("shutting down: finishing in-flight calls, ending watch streams");
+                let _ = closing.send(true);
                 let _ = stop.send(());
                 serve.await
             }

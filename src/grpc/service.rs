@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
@@ -29,6 +29,8 @@ pub struct CartApi {
     stream_lifetime: Duration,
     /// Hosts callback URLs may name; None allows any.
     callback_hosts: Option<Vec<String>>,
+    /// Turns true when the server shuts down, ending watch streams.
+    closing: watch::Receiver<bool>,
 }
 
 impl CartApi {
@@ -38,7 +40,14 @@ impl CartApi {
             default_currency,
             stream_lifetime: Duration::from_secs(3600),
             callback_hosts: None,
+            closing: watch::channel(false).1,
         }
+    }
+
+    /// Ends watch streams cleanly when `closing` turns true.
+    pub fn with_shutdown(mut self, closing: watch::Receiver<bool>) -> Self {
+        self.closing = closing;
+        self
     }
 
     /// Restricts callback URLs to these hosts.
@@ -82,6 +91,7 @@ impl CartApi {
             store: self.store.clone(),
             tenant,
             lifetime: self.stream_lifetime,
+            closing: self.closing.clone(),
             tx,
         }
     }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{
     broadcast::{self, error::RecvError},
-    mpsc,
+    mpsc, watch,
 };
 
 use crate::{
@@ -42,7 +42,22 @@ pub struct Watcher {
     pub store: Arc<dyn CartStore>,
     pub tenant: TenantId,
     pub lifetime: Duration,
+    /// Turns true when the server shuts down: the stream then ends cleanly.
+    pub closing: watch::Receiver<bool>,
     pub tx: Sender,
+}
+
+/// Runs a watcher loop until it ends, its lifetime passes or the server
+/// shuts down (the last two end the stream cleanly: the client resumes).
+async fn bounded(
+    lifetime: Duration,
+    mut closing: watch::Receiver<bool>,
+    run: impl Future<Output = Result<(), Stop>>,
+) -> Result<(), Stop> {
+    tokio::select! {
+        r = tokio::time::timeout(lifetime, run) => r.unwrap_or(Ok(())),
+        _ = closing.wait_for(|c| *c) => Ok(()),
+    }
 }
 
 /// WatchCarts: every event of `tenant` after sequence `after`, filtered by
@@ -52,6 +67,7 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
         store,
         tenant,
         lifetime,
+        closing,
         tx,
     } = w;
     let run = async {
@@ -93,7 +109,7 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
             }
         }
     };
-    let r = tokio::time::timeout(lifetime, run).await.unwrap_or(Ok(()));
+    let r = bounded(lifetime, closing, run).await;
     end(&tx, r).await;
 }
 
@@ -110,6 +126,7 @@ pub async fn cart_events(
         store,
         tenant,
         lifetime,
+        closing,
         tx,
     } = w;
     let run = async {
@@ -163,6 +180,6 @@ pub async fn cart_events(
             }
         }
     };
-    let r = tokio::time::timeout(lifetime, run).await.unwrap_or(Ok(()));
+    let r = bounded(lifetime, closing, run).await;
     end(&tx, r).await;
 }
