@@ -5,18 +5,18 @@ use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codegen::http, transport::Server};
+use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
+    boutique::BoutiqueCart,
     config::Config,
     domain::Policy,
     grpc::{auth::ApiKeyAuth, service::CartApi},
+    hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
+    metrics::{Metrics, rpc::RpcLayer},
     proto::{self, cart_service_server::CartServiceServer},
     store::{
         CartStore,
@@ -37,6 +37,9 @@ pub struct Application {
     serve: ServeFuture,
     stop: oneshot::Sender<()>,
     store: Arc<dyn CartStore>,
+    metrics: Metrics,
+    metrics_addr: SocketAddr,
+    metrics_serve: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 fn policy(config: &Config) -> anyhow::Result<Policy> {
@@ -83,6 +86,13 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", config.metrics_addr))?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let metrics = Metrics::new();
+        let metrics_serve =
+            crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone());
 
         let (reporter, health) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(store.clone(), reporter));
@@ -92,20 +102,26 @@ impl Application {
 
         let api = CartServiceServer::new(CartApi::new(store.clone(), config.default_currency))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let api = tonic::service::interceptor::InterceptedService::new(api, auth);
+        let api = tonic::service::interceptor::InterceptedService::new(api, auth.clone());
+        let boutique =
+            BoutiqueServer::new(BoutiqueCart::new(store.clone(), config.default_currency))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let boutique = tonic::service::interceptor::InterceptedService::new(boutique, auth.clone());
 
+        // The request id is set before the RPC layer logs it and sent back after.
+        let rpc_layer = RpcLayer::new(
+            metrics.clone(),
+            auth,
+            &[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+        );
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("rpc", method = %req.uri().path(), request_id = %id)
-                }),
-            )
+            .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
             .into_inner();
 
@@ -118,15 +134,19 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(boutique)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             });
-        tracing::info!(%addr, "cart service listening");
+        tracing::info!(%addr, %metrics_addr, "cart service listening");
         Ok(Application {
             addr,
             serve: Box::pin(serve),
             stop,
             store,
+            metrics,
+            metrics_addr,
+            metrics_serve: Box::pin(metrics_serve),
         })
     }
 
@@ -134,24 +154,47 @@ impl Application {
         self.addr.port()
     }
 
+    /// The port of /metrics, /healthz and /readyz.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_addr.port()
+    }
+
     pub fn store(&self) -> Arc<dyn CartStore> {
         self.store.clone()
     }
 
+    /// The handle to record into (watch streams, callbacks, expiry sweeps).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
+    /// The operations endpoints stay up until the gRPC server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application { serve, stop, .. } = self;
+        let Application {
+            serve,
+            stop,
+            metrics_serve,
+            ..
+        } = self;
+        let ops = tokio::spawn(metrics_serve);
         let mut serve = serve;
-        tokio::select! {
-            r = &mut serve => return r.context("gRPC server failed"),
-            () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
+        let result = async {
+            tokio::select! {
+                r = &mut serve => return r,
+                () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
+            }
+            let _ = stop.send(());
+            serve.await
         }
-        let _ = stop.send(());
-        serve.await.context("gRPC server failed")
+        .await;
+        ops.abort();
+        result.context("gRPC server failed")
     }
 }
 
-/// Reflection over everything served on the port, error details included.
+/// Reflection over everything served on the port, error details included
+/// (the hipstershop service is in the same descriptor set as cart.v1).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -173,9 +216,9 @@ async fn report_health(store: Arc<dyn CartStore>, reporter: HealthReporter) {
         };
         if last != Some(status) {
             reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status("cart.v1.CartService", status)
-                .await;
+            for service in ["cart.v1.CartService", "hipstershop.CartService"] {
+                reporter.set_service_status(service, status).await;
+            }
             if last.is_some() && status == ServingStatus::Serving {
                 tracing::info!("store reachable again: health is SERVING");
             }

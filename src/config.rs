@@ -14,8 +14,12 @@ pub struct Config {
     #[arg(long, env = "CART_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub listen_addr: SocketAddr,
 
+    /// HTTP address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "CART_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
     /// Postgres connection string; unset runs the in-memory store.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// `tenant:key` pairs, comma-separated; unset runs open as tenant `default`.
@@ -98,12 +102,14 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("database", &self.database_url.as_ref().map(|_| "set"))
             .field("api_keys", &self.api_keys)
             .field("ttl", &self.ttl)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("default_currency", &self.default_currency)
             .field("db_pool_size", &self.db_pool_size)
+            .field("log_format", &self.log_format)
             .finish_non_exhaustive()
     }
 }

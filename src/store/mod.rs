@@ -99,6 +99,23 @@ pub trait CartStore: Send + Sync + 'static {
 
     /// Ok when the store can serve.
     async fn check_health(&self) -> Result<(), CartError>;
+
+    /// Connection pool use, for metrics; None when the store has no pool.
+    fn pool_status(&self) -> Option<PoolUse> {
+        None
+    }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open (idle or in use).
+    pub size: usize,
+    /// Idle connections ready to be taken.
+    pub available: usize,
+    pub max_size: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
 }
 
 /// What a remembered idempotency key answers for `key`.

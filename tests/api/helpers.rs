@@ -91,6 +91,9 @@ pub type Client = CartServiceClient<InterceptedService<Channel, Key>>;
 pub struct TestApp {
     channel: Channel,
     pub client: Client,
+    /// Where /metrics, /healthz and /readyz answer.
+    pub metrics_addr: std::net::SocketAddr,
+    pub metrics: cart_service::metrics::Metrics,
 }
 
 impl TestApp {
@@ -114,6 +117,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::defaults();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
     if backend == Backend::Postgres {
         config.database_url = Some(fresh_database().await);
     }
@@ -125,6 +129,8 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
 pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
+    let metrics_addr = ([127, 0, 0, 1], app.metrics_port()).into();
+    let metrics = app.metrics();
     tokio::spawn(app.run_until(pending()));
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
@@ -132,7 +138,12 @@ pub async fn serve(config: Config) -> TestApp {
         .await
         .expect("connect to the test server");
     let client = CartServiceClient::with_interceptor(channel.clone(), Key(None));
-    TestApp { channel, client }
+    TestApp {
+        channel,
+        client,
+        metrics_addr,
+        metrics,
+    }
 }
 
 /// `tenant:key` pairs for `Config::api_keys`.
@@ -242,4 +253,23 @@ pub async fn cancel(client: &mut Client, id: &str) -> Result<proto::Cart, Status
         })
         .await
         .map(|r| r.into_inner())
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
 }

@@ -5,11 +5,13 @@
 mod helpers;
 mod proxy;
 
+mod boutique;
 mod carts;
 mod concurrency;
 mod idempotency;
 mod items;
 mod lifecycle;
 mod merge;
+mod observability;
 mod operations;
 mod tenancy;

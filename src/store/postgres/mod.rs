@@ -485,4 +485,14 @@ impl CartStore for PgStore {
         client.simple_query("SELECT 1").await.map_err(pg)?;
         Ok(())
     }
+
+    fn pool_status(&self) -> Option<super::PoolUse> {
+        let s = self.pool.status();
+        Some(super::PoolUse {
+            size: s.size,
+            available: s.available,
+            max_size: s.max_size,
+            waiting: s.waiting,
+        })
+    }
 }
