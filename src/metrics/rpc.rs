@@ -235,14 +235,15 @@ impl Call {
         }
         let elapsed = self.start.elapsed();
         self.shared.metrics.rpc(&self.method, code, elapsed);
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        // Microsecond precision, so the number prints short.
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         // Root events: the fields are on the line itself, not repeated from the span.
         macro_rules! log {
             ($level:ident) => {
                 tracing::$level!(
                     parent: None,
                     method = %self.method,
-                    code = code_name(code),
+                    code = %code_name(code),
                     duration_ms,
                     tenant = %self.tenant,
                     request_id = %self.request_id,
@@ -292,5 +293,79 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use tower::{ServiceExt as _, service_fn};
+
+    use super::*;
+
+    const METHOD: &str = "grpc.health.v1.Health/Check";
+
+    /// A server answering `status` in a header (trailers-only) or in trailers.
+    async fn call_with(
+        path: &str,
+        status: &'static str,
+        in_header: bool,
+        read_body: bool,
+    ) -> String {
+        let metrics = Metrics::new();
+        let layer = RpcLayer::new(
+            metrics.clone(),
+            ApiKeyAuth::new(&[]),
+            &[tonic_health::pb::FILE_DESCRIPTOR_SET],
+        );
+        let inner = service_fn(move |_req: Request<()>| async move {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", status.parse().unwrap());
+            let body = Full::new(Bytes::from_static(b"x"))
+                .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+            let mut res = Response::new(body);
+            if in_header {
+                res.headers_mut()
+                    .insert("grpc-status", status.parse().unwrap());
+            }
+            Ok::<_, Infallible>(res)
+        });
+        let req = Request::builder().uri(path).body(()).unwrap();
+        let res = layer.layer(inner).oneshot(req).await.unwrap();
+        if read_body {
+            res.into_body().collect().await.unwrap();
+        } else {
+            drop(res);
+        }
+        metrics.render(None)
+    }
+
+    fn count(text: &str, method: &str, code: &str) -> bool {
+        let series = format!(r#"cart_rpc_requests_total{{method="{method}",code="{code}"}} 1"#);
+        text.lines().any(|l| l == series)
+    }
+
+    #[tokio::test]
+    async fn the_code_comes_from_the_header_or_the_trailers() {
+        let text = call_with(&format!("/{METHOD}"), "5", true, false).await;
+        assert!(count(&text, METHOD, "NOT_FOUND"), "{text}");
+        let text = call_with(&format!("/{METHOD}"), "0", false, true).await;
+        assert!(count(&text, METHOD, "OK"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_trailers_is_cancelled() {
+        let text = call_with(&format!("/{METHOD}"), "0", false, false).await;
+        assert!(count(&text, METHOD, "CANCELLED"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn paths_nobody_serves_share_one_label() {
+        let text = call_with("/scan/me", "12", true, false).await;
+        assert!(count(&text, UNKNOWN_METHOD, "UNIMPLEMENTED"), "{text}");
+        assert!(!text.contains("scan"), "{text}");
     }
 }
