@@ -110,28 +110,26 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let mut call = Call::start(&self.shared, &req);
         let span = call.span.clone();
-        let fut = span.in_scope(|| self.inner.call(req));
-        Box::pin(
-            async move {
-                match fut.await {
-                    Ok(res) => {
-                        let call = match status_of(res.headers()) {
-                            Some(code) => {
-                                call.finish(code);
-                                None
-                            }
-                            None => Some(call),
-                        };
-                        Ok(res.map(|inner| RpcBody { inner, call }))
-                    }
-                    Err(e) => {
-                        call.finish(Code::Unknown);
-                        Err(e)
-                    }
+        let fut = span.in_scope(|| self.inner.call(req)).instrument(span);
+        // The call finishes outside its span: the log line carries its own fields.
+        Box::pin(async move {
+            match fut.await {
+                Ok(res) => {
+                    let call = match status_of(res.headers()) {
+                        Some(code) => {
+                            call.finish(code);
+                            None
+                        }
+                        None => Some(call),
+                    };
+                    Ok(res.map(|inner| RpcBody { inner, call }))
+                }
+                Err(e) => {
+                    call.finish(Code::Unknown);
+                    Err(e)
                 }
             }
-            .instrument(span),
-        )
+        })
     }
 }
 
@@ -155,8 +153,10 @@ impl<B: Body> Body for RpcBody<B> {
         let this = self.project();
         // Streaming handlers run while the body is polled: keep their logs in the call's span.
         let span = this.call.as_ref().map(|c| c.span.clone());
-        let _entered = span.as_ref().map(Span::enter);
-        let poll = this.inner.poll_frame(cx);
+        let poll = {
+            let _entered = span.as_ref().map(Span::enter);
+            this.inner.poll_frame(cx)
+        };
         let ended = match &poll {
             Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(status_of),
             Poll::Ready(Some(Err(_))) => Some(Some(Code::Unknown)),
@@ -237,7 +237,7 @@ impl Call {
         self.shared.metrics.rpc(&self.method, code, elapsed);
         // Microsecond precision, so the number prints short.
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;
-        // Root events: the fields are on the line itself, not repeated from the span.
+        // A root event: its fields are on the line, not repeated from a span.
         macro_rules! log {
             ($level:ident) => {
                 tracing::$level!(
