@@ -134,4 +134,11 @@ mod tests {
         assert_eq!(c.checkout_timeout, Duration::from_secs(900));
         assert_eq!(Config::defaults().ttl, Duration::from_secs(30 * 86_400));
     }
+
+    #[test]
+    fn the_operations_port_defaults_to_9090() {
+        assert_eq!(Config::defaults().metrics_addr.port(), 9090);
+        let c = Config::parse_from(["x", "--metrics-addr", "127.0.0.1:0"]);
+        assert_eq!(c.metrics_addr.port(), 0);
+    }
 }

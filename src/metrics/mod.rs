@@ -8,7 +8,7 @@ pub mod rpc;
 use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
     metrics::{
         counter::Counter,
         family::Family,
@@ -21,15 +21,32 @@ use prometheus_client::{
 use crate::store::PoolUse;
 
 /// How a callback delivery attempt ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CallbackOutcome {
     /// The receiver answered HTTP 200.
-    delivered,
+    Delivered,
     /// Any other answer or no answer; it will be retried.
-    failed,
+    Failed,
     /// Retries ran out; the callback is given up.
-    abandoned,
+    Abandoned,
+}
+
+impl CallbackOutcome {
+    pub const ALL: [CallbackOutcome; 3] = [Self::Delivered, Self::Failed, Self::Abandoned];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl EncodeLabelValue for CallbackOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,11 +151,7 @@ impl Metrics {
             callbacks.clone(),
         );
         // Every outcome shows from the start, so rates work before the first failure.
-        for outcome in [
-            CallbackOutcome::delivered,
-            CallbackOutcome::failed,
-            CallbackOutcome::abandoned,
-        ] {
+        for outcome in CallbackOutcome::ALL {
             drop(callbacks.get_or_create(&CallbackLabels { outcome }));
         }
         let expiry_sweeps = Counter::default();
@@ -233,7 +246,7 @@ mod tests {
             Duration::from_millis(3),
         );
         m.expiry_sweep(4);
-        m.callback_delivery(CallbackOutcome::failed);
+        m.callback_delivery(CallbackOutcome::Failed);
         let text = m.render(None);
         let labels = r#"{method="cart.v1.CartService/GetCart",code="NOT_FOUND"}"#;
         assert!(

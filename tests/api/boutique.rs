@@ -198,7 +198,7 @@ async fn api_keys_guard_it_and_pick_the_tenant(b: Backend) {
     assert!(list("key-b").await.is_empty());
 }
 
-async fn reflection_lists_it(b: Backend) {
+async fn reflection_and_health_know_it(b: Backend) {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -224,6 +224,17 @@ async fn reflection_lists_it(b: Backend) {
             .any(|s| s.name == "hipstershop.CartService"),
         "{list:?}"
     );
+    let health = tonic_health::pb::health_client::HealthClient::new(app.channel())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "hipstershop.CartService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 }
 
 both_stores!(
@@ -232,5 +243,5 @@ both_stores!(
     a_checked_out_cart_is_followed_by_a_new_one,
     bad_requests_are_invalid_argument,
     api_keys_guard_it_and_pick_the_tenant,
-    reflection_lists_it,
+    reflection_and_health_know_it,
 );

@@ -95,7 +95,7 @@ async fn the_metrics_handle_feeds_the_endpoint(b: Backend) {
     m.watch_stream_opened();
     m.watch_stream_closed();
     m.event_delivered();
-    m.callback_delivery(CallbackOutcome::delivered);
+    m.callback_delivery(CallbackOutcome::Delivered);
     m.expiry_sweep(3);
     m.expiry_sweep(0);
     let (_, text) = http_get(app.metrics_addr, "/metrics").await;
