@@ -78,6 +78,11 @@ impl BoutiqueCart {
             return Ok(cart);
         }
         let previous = self.newest(tenant, user, Vec::new()).await?;
+        // A concurrent first AddItem created it since the lookup above: share
+        // it (deriving a reference from it would make a second cart).
+        if let Some(cart) = previous.as_ref().filter(|c| c.status == CartStatus::Active) {
+            return Ok(cart.clone());
+        }
         let mut h = Sha256::new();
         h.update(user.as_bytes());
         h.update([0]);

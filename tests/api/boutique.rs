@@ -110,15 +110,18 @@ async fn add_sums_quantities_and_empty_clears_the_same_cart(b: Backend) {
 
 async fn concurrent_first_adds_fill_one_cart(b: Backend) {
     let app = spawn_app(b).await;
-    let n = 8;
-    let calls = (0..n).map(|_| {
-        let mut c = Boutique::new(app.channel());
-        async move { add(&mut c, "racer", "SKU", 1).await }
-    });
-    futures::future::join_all(calls).await;
-    let carts = carts_of(&app, "racer").await;
-    assert_eq!(carts.len(), 1, "one cart, not {}", carts.len());
-    assert_eq!(carts[0].items[0].quantity, n);
+    let n = 12;
+    // Several users, each with n racing first adds, to make the race likely.
+    for user in ["racer-1", "racer-2", "racer-3"] {
+        let calls = (0..n).map(|_| {
+            let mut c = Boutique::new(app.channel());
+            async move { add(&mut c, user, "SKU", 1).await }
+        });
+        futures::future::join_all(calls).await;
+        let carts = carts_of(&app, user).await;
+        assert_eq!(carts.len(), 1, "one cart for {user}, not {}", carts.len());
+        assert_eq!(carts[0].items[0].quantity, n);
+    }
 }
 
 async fn a_checked_out_cart_is_followed_by_a_new_one(b: Backend) {
