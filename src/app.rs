@@ -95,7 +95,10 @@ impl Application {
             crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone());
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        tokio::spawn(report_health(store.clone(), reporter));
+        // The first status is in place before the port serves, so an early
+        // probe never finds cart.v1.CartService unregistered.
+        let first = refresh_health(store.as_ref(), &reporter, None).await;
+        tokio::spawn(report_health(store.clone(), reporter, first));
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -202,30 +205,41 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Keeps `grpc.health.v1` in step with the store: NOT_SERVING while it is unreachable.
-async fn report_health(store: Arc<dyn CartStore>, reporter: HealthReporter) {
-    let mut last = None;
+async fn report_health(
+    store: Arc<dyn CartStore>,
+    reporter: HealthReporter,
+    mut last: ServingStatus,
+) {
     loop {
-        let status = match store.check_health().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(e) => {
-                if last != Some(ServingStatus::NotServing) {
-                    tracing::warn!(error = %e, "store unreachable: health is NOT_SERVING");
-                }
-                ServingStatus::NotServing
-            }
-        };
-        if last != Some(status) {
-            reporter.set_service_status("", status).await;
-            for service in ["cart.v1.CartService", "hipstershop.CartService"] {
-                reporter.set_service_status(service, status).await;
-            }
-            if last.is_some() && status == ServingStatus::Serving {
-                tracing::info!("store reachable again: health is SERVING");
-            }
-            last = Some(status);
-        }
         tokio::time::sleep(HEALTH_INTERVAL).await;
+        last = refresh_health(store.as_ref(), &reporter, Some(last)).await;
     }
+}
+
+/// Asks the store once, publishes the status when it changed and answers it.
+async fn refresh_health(
+    store: &dyn CartStore,
+    reporter: &HealthReporter,
+    last: Option<ServingStatus>,
+) -> ServingStatus {
+    let status = match store.check_health().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(e) => {
+            if last != Some(ServingStatus::NotServing) {
+                tracing::warn!(error = %e, "store unreachable: health is NOT_SERVING");
+            }
+            ServingStatus::NotServing
+        }
+    };
+    if last != Some(status) {
+        for service in ["", "cart.v1.CartService", "hipstershop.CartService"] {
+            reporter.set_service_status(service, status).await;
+        }
+        if last.is_some() && status == ServingStatus::Serving {
+            tracing::info!("store reachable again: health is SERVING");
+        }
+    }
+    status
 }
 
 /// Completes on SIGINT or SIGTERM.
