@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/cart/v1/cart.proto",
         "proto/google/rpc/error_details.proto",
+        "proto/hipstershop/demo.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
 

@@ -8,19 +8,19 @@ use tokio::{
     sync::{oneshot, watch},
 };
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codegen::http, transport::Server};
+use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
+    boutique::BoutiqueCart,
     callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
     grpc::{auth::ApiKeyAuth, service::CartApi},
+    hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
+    metrics::{Metrics, rpc::RpcLayer},
     proto::{self, cart_service_server::CartServiceServer},
     store::{
         CartStore,
@@ -41,6 +41,9 @@ pub struct Application {
     serve: ServeFuture,
     stop: oneshot::Sender<()>,
     store: Arc<dyn CartStore>,
+    metrics: Metrics,
+    metrics_addr: SocketAddr,
+    metrics_serve: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Background work (health, expiry, callbacks) that ends with the server.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Set on shutdown: watch streams end so that the server can stop.
@@ -91,45 +94,58 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", config.metrics_addr))?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let metrics = Metrics::new();
+        let metrics_serve =
+            crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone());
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        let serving = check_health(store.as_ref(), &reporter, None).await;
-        let mut tasks = vec![tokio::spawn(report_health(
+        // The first status is in place before the port serves, so an early
+        // probe never finds cart.v1.CartService unregistered.
+        let first = refresh_health(store.as_ref(), &reporter, None).await;
+        let mut tasks = vec![tokio::spawn(report_health(store.clone(), reporter, first))];
+        tasks.push(tokio::spawn(crate::expiry::sweep_forever(
             store.clone(),
-            reporter,
-            serving,
-        ))];
+            config.sweep_interval,
+            metrics.clone(),
+        )));
+        let worker =
+            CallbackWorker::new(store.clone(), &callback_settings(&config), metrics.clone());
+        tasks.push(tokio::spawn(worker.run()));
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        tasks.push(tokio::spawn(crate::expiry::sweep_forever(
-            store.clone(),
-            config.sweep_interval,
-        )));
-        tasks.push(tokio::spawn(
-            CallbackWorker::new(store.clone(), &callback_settings(&config)).run(),
-        ));
         let (closing, closing_rx) = watch::channel(false);
         let cart_api = CartApi::new(store.clone(), config.default_currency)
             .with_stream_lifetime(config.watch_max_lifetime)
             .with_callback_hosts(config.callback_hosts.clone())
-            .with_shutdown(closing_rx);
+            .with_shutdown(closing_rx)
+            .with_metrics(metrics.clone());
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let api = tonic::service::interceptor::InterceptedService::new(api, auth);
+        let api = tonic::service::interceptor::InterceptedService::new(api, auth.clone());
+        let boutique =
+            BoutiqueServer::new(BoutiqueCart::new(store.clone(), config.default_currency))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let boutique = tonic::service::interceptor::InterceptedService::new(boutique, auth.clone());
 
+        // The request id is set before the RPC layer logs it and sent back after.
+        let rpc_layer = RpcLayer::new(
+            metrics.clone(),
+            auth,
+            &[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+        );
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("rpc", method = %req.uri().path(), request_id = %id)
-                }),
-            )
+            .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
             .into_inner();
 
@@ -142,15 +158,19 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(boutique)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             });
-        tracing::info!(%addr, "cart service listening");
+        tracing::info!(%addr, %metrics_addr, "cart service listening");
         Ok(Application {
             addr,
             serve: Box::pin(serve),
             stop,
             store,
+            metrics,
+            metrics_addr,
+            metrics_serve: Box::pin(metrics_serve),
             tasks,
             closing,
         })
@@ -160,19 +180,32 @@ impl Application {
         self.addr.port()
     }
 
+    /// The port of /metrics, /healthz and /readyz.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_addr.port()
+    }
+
     pub fn store(&self) -> Arc<dyn CartStore> {
         self.store.clone()
     }
 
+    /// The handle to record into (watch streams, callbacks, expiry sweeps).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
+    /// The operations endpoints stay up until the gRPC server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Application {
             mut serve,
             stop,
+            metrics_serve,
             tasks,
             closing,
             ..
         } = self;
+        let ops = tokio::spawn(metrics_serve);
         let result = tokio::select! {
             r = &mut serve => r,
             () = shutdown => {
@@ -184,6 +217,7 @@ impl Application {
         };
         // Undelivered callbacks stay in the outbox for the next instance.
         tasks.iter().for_each(|t| t.abort());
+        ops.abort();
         result.context("gRPC server failed")
     }
 }
@@ -204,7 +238,8 @@ fn callback_settings(config: &Config) -> CallbackSettings {
     }
 }
 
-/// Reflection over everything served on the port, error details included.
+/// Reflection over everything served on the port, error details included
+/// (the hipstershop service is in the same descriptor set as cart.v1).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -219,12 +254,12 @@ async fn report_health(
 ) {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        last = check_health(store.as_ref(), &reporter, Some(last)).await;
+        last = refresh_health(store.as_ref(), &reporter, Some(last)).await;
     }
 }
 
-/// Asks the store once and publishes a changed status.
-async fn check_health(
+/// Asks the store once, publishes the status when it changed and answers it.
+async fn refresh_health(
     store: &dyn CartStore,
     reporter: &HealthReporter,
     last: Option<ServingStatus>,
@@ -239,10 +274,9 @@ async fn check_health(
         }
     };
     if last != Some(status) {
-        reporter.set_service_status("", status).await;
-        reporter
-            .set_service_status("cart.v1.CartService", status)
-            .await;
+        for service in ["", "cart.v1.CartService", "hipstershop.CartService"] {
+            reporter.set_service_status(service, status).await;
+        }
         if last.is_some() && status == ServingStatus::Serving {
             tracing::info!("store reachable again: health is SERVING");
         }

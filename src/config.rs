@@ -14,8 +14,12 @@ pub struct Config {
     #[arg(long, env = "CART_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub listen_addr: SocketAddr,
 
+    /// HTTP address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "CART_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
     /// Postgres connection string; unset runs the in-memory store.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// `tenant:key` pairs, comma-separated; unset runs open as tenant `default`.
@@ -135,12 +139,14 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("database", &self.database_url.as_ref().map(|_| "set"))
             .field("api_keys", &self.api_keys)
             .field("ttl", &self.ttl)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("default_currency", &self.default_currency)
             .field("db_pool_size", &self.db_pool_size)
+            .field("log_format", &self.log_format)
             .finish_non_exhaustive()
     }
 }
@@ -169,5 +175,12 @@ mod tests {
             (b.len(), b[0], b[6]),
             (7, Duration::from_secs(5), Duration::from_secs(36_000))
         );
+    }
+
+    #[test]
+    fn the_operations_port_defaults_to_9090() {
+        assert_eq!(Config::defaults().metrics_addr.port(), 9090);
+        let c = Config::parse_from(["x", "--metrics-addr", "127.0.0.1:0"]);
+        assert_eq!(c.metrics_addr.port(), 0);
     }
 }

@@ -18,7 +18,10 @@ use hyper_util::{
 };
 
 use self::sign::SigningKey;
-use crate::store::{CartStore, Delivery, Outcome};
+use crate::{
+    metrics::{CallbackOutcome, Metrics},
+    store::{CartStore, Delivery, Outcome},
+};
 
 /// How often a worker looks for due callbacks.
 const POLL: Duration = Duration::from_millis(250);
@@ -42,10 +45,15 @@ pub struct CallbackWorker {
     keys: HashMap<String, SigningKey>,
     timeout: Duration,
     backoff: Vec<Duration>,
+    metrics: Metrics,
 }
 
 impl CallbackWorker {
-    pub fn new(store: Arc<dyn CartStore>, settings: &CallbackSettings) -> CallbackWorker {
+    pub fn new(
+        store: Arc<dyn CartStore>,
+        settings: &CallbackSettings,
+        metrics: Metrics,
+    ) -> CallbackWorker {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -62,6 +70,7 @@ impl CallbackWorker {
             keys,
             timeout: settings.timeout,
             backoff: settings.backoff.clone(),
+            metrics,
         }
     }
 
@@ -93,6 +102,11 @@ impl CallbackWorker {
             Ok(status) => self.failed(&d, Some(status), format!("answered {status}")),
             Err(error) => self.failed(&d, None, error),
         };
+        self.metrics.callback_delivery(match outcome {
+            Outcome::Delivered { .. } => CallbackOutcome::Delivered,
+            Outcome::Retry { .. } => CallbackOutcome::Failed,
+            Outcome::GaveUp { .. } => CallbackOutcome::Abandoned,
+        });
         let host = d.url.split('/').nth(2).unwrap_or("");
         match &outcome {
             Outcome::Delivered { .. } => {

@@ -18,6 +18,7 @@ use crate::{
         CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, TenantId,
         limits::MAX_ID_CHARS, text::check_token,
     },
+    metrics::Metrics,
     proto::{self, cart_service_server::CartService},
     store::{CartStore, ListQuery, MergeRequest},
     watch::stream,
@@ -31,6 +32,7 @@ pub struct CartApi {
     callback_hosts: Option<Vec<String>>,
     /// Turns true when the server shuts down, ending watch streams.
     closing: watch::Receiver<bool>,
+    metrics: Metrics,
 }
 
 impl CartApi {
@@ -41,7 +43,14 @@ impl CartApi {
             stream_lifetime: Duration::from_secs(3600),
             callback_hosts: None,
             closing: watch::channel(false).1,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Where watch streams count themselves and their events.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Ends watch streams cleanly when `closing` turns true.
@@ -92,6 +101,7 @@ impl CartApi {
             tenant,
             lifetime: self.stream_lifetime,
             closing: self.closing.clone(),
+            metrics: self.metrics.clone(),
             tx,
         }
     }

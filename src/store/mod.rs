@@ -135,6 +135,11 @@ pub trait CartStore: Send + Sync + 'static {
     /// The live feed of this store's events.
     fn feed(&self) -> &EventFeed;
 
+    /// Connection pool use, for metrics; None when the store has no pool.
+    fn pool_status(&self) -> Option<PoolUse> {
+        None
+    }
+
     /// Claims up to `limit` callbacks due now for one attempt, leased to
     /// the caller until `lease_until`; another worker claims none of them
     /// before the lease ends. Counts the attempt.
@@ -234,6 +239,18 @@ impl Outcome {
             delivered_at,
         }
     }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open (idle or in use).
+    pub size: usize,
+    /// Idle connections ready to be taken.
+    pub available: usize,
+    pub max_size: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
 }
 
 /// What a remembered idempotency key answers for `key`.

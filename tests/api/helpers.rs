@@ -96,6 +96,9 @@ pub struct TestApp {
     pub store: Arc<dyn CartStore>,
     stop: Option<oneshot::Sender<()>>,
     running: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Where /metrics, /healthz and /readyz answer.
+    pub metrics_addr: std::net::SocketAddr,
+    pub metrics: cart_service::metrics::Metrics,
 }
 
 impl TestApp {
@@ -132,6 +135,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::defaults();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
     if backend == Backend::Postgres {
         config.database_url = Some(fresh_database().await);
     }
@@ -143,6 +147,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
 pub async fn spawn_app_on(database_url: &str, customize: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::defaults();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
     config.database_url = Some(database_url.to_string());
     customize(&mut config);
     serve(config).await
@@ -153,6 +158,8 @@ pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
     let store = app.store();
+    let metrics_addr = ([127, 0, 0, 1], app.metrics_port()).into();
+    let metrics = app.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -169,6 +176,8 @@ pub async fn serve(config: Config) -> TestApp {
         store,
         stop: Some(stop),
         running: Some(running),
+        metrics_addr,
+        metrics,
     }
 }
 
@@ -299,4 +308,23 @@ pub async fn assert_ends<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>) {
         matches!(end, Ok(None)),
         "expected the end of the stream, got {end:?}"
     );
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod proxy;
 mod receiver;
 
+mod boutique;
 mod callbacks;
 mod carts;
 mod concurrency;
@@ -13,6 +14,7 @@ mod idempotency;
 mod items;
 mod lifecycle;
 mod merge;
+mod observability;
 mod operations;
 mod replicas;
 mod tenancy;

@@ -628,6 +628,16 @@ impl CartStore for PgStore {
         &self.feed
     }
 
+    fn pool_status(&self) -> Option<super::PoolUse> {
+        let s = self.pool.status();
+        Some(super::PoolUse {
+            size: s.size,
+            available: s.available,
+            max_size: s.max_size,
+            waiting: s.waiting,
+        })
+    }
+
     async fn claim_callbacks(
         &self,
         limit: usize,
