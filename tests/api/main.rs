@@ -18,6 +18,7 @@ mod merge;
 mod observability;
 mod operations;
 mod replicas;
+mod security;
 mod tenancy;
 mod watch;
 mod wire;
