@@ -150,7 +150,18 @@ impl Application {
             .into_inner();
 
         let (stop, stopped) = oneshot::channel::<()>();
-        let serve = Server::builder()
+        let mut server = Server::builder();
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .context("TLS configuration")?;
+            tracing::info!("serving gRPC over TLS only");
+        }
+        let serve = server
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(layers)

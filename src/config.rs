@@ -62,6 +62,14 @@ pub struct Config {
     #[arg(long, env = "CART_WATCH_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
     pub watch_max_lifetime: Duration,
 
+    /// PEM certificate chain: with --tls-key, gRPC is served over TLS only.
+    #[arg(long, env = "CART_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CART_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Largest Postgres connection pool.
     #[arg(long, env = "CART_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,

@@ -91,6 +91,7 @@ impl Interceptor for Key {
 pub type Client = CartServiceClient<InterceptedService<Channel, Key>>;
 
 pub struct TestApp {
+    pub port: u16,
     channel: Channel,
     pub client: Client,
     pub store: Arc<dyn CartStore>,
@@ -164,13 +165,13 @@ pub async fn serve(config: Config) -> TestApp {
     let running = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
+    // Lazy: a TLS-only server would refuse an eager plaintext handshake.
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
-        .connect()
-        .await
-        .expect("connect to the test server");
+        .connect_lazy();
     let client = CartServiceClient::with_interceptor(channel.clone(), Key(None));
     TestApp {
+        port,
         channel,
         client,
         store,

@@ -20,5 +20,6 @@ mod operations;
 mod replicas;
 mod security;
 mod tenancy;
+mod tls;
 mod watch;
 mod wire;

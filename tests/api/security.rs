@@ -12,7 +12,10 @@ use tonic::Code;
 
 use crate::{
     both_stores,
-    helpers::{Backend, assert_error, cancel, confirm, create_cart, get, item, keys, next, spawn_app, spawn_app_with},
+    helpers::{
+        Backend, assert_error, cancel, confirm, create_cart, get, item, keys, next, spawn_app,
+        spawn_app_with,
+    },
 };
 
 async fn another_tenants_cart_is_not_found_on_every_rpc(b: Backend) {
@@ -23,38 +26,124 @@ async fn another_tenants_cart_is_not_found_on_every_rpc(b: Backend) {
     let mine = create_cart(&mut other, vec![]).await;
     let id = || theirs.id.clone();
     let nf = "CART_NOT_FOUND";
-    assert_error(other.get_cart(GetCartRequest { cart_id: id() }).await, Code::NotFound, nf);
-    let add = AddItemsRequest { cart_id: id(), items: vec![item("X", 1, "1")], ..Default::default() };
+    assert_error(
+        other.get_cart(GetCartRequest { cart_id: id() }).await,
+        Code::NotFound,
+        nf,
+    );
+    let add = AddItemsRequest {
+        cart_id: id(),
+        items: vec![item("X", 1, "1")],
+        ..Default::default()
+    };
     assert_error(other.add_items(add).await, Code::NotFound, nf);
-    let set = SetItemsRequest { cart_id: id(), items: vec![item("X", 1, "1")], ..Default::default() };
+    let set = SetItemsRequest {
+        cart_id: id(),
+        items: vec![item("X", 1, "1")],
+        ..Default::default()
+    };
     assert_error(other.set_items(set).await, Code::NotFound, nf);
-    let remove = RemoveItemsRequest { cart_id: id(), skus: vec!["A".into()], ..Default::default() };
+    let remove = RemoveItemsRequest {
+        cart_id: id(),
+        skus: vec!["A".into()],
+        ..Default::default()
+    };
     assert_error(other.remove_items(remove).await, Code::NotFound, nf);
-    assert_error(other.clear_cart(ClearCartRequest { cart_id: id(), ..Default::default() }).await, Code::NotFound, nf);
-    let update = UpdateCartRequest { cart_id: id(), description: Some("x".into()), ..Default::default() };
+    assert_error(
+        other
+            .clear_cart(ClearCartRequest {
+                cart_id: id(),
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+        nf,
+    );
+    let update = UpdateCartRequest {
+        cart_id: id(),
+        description: Some("x".into()),
+        ..Default::default()
+    };
     assert_error(other.update_cart(update).await, Code::NotFound, nf);
     for (source, target) in [(id(), mine.id.clone()), (mine.id.clone(), id())] {
-        let merge = MergeCartsRequest { source_cart_id: source, target_cart_id: target, ..Default::default() };
+        let merge = MergeCartsRequest {
+            source_cart_id: source,
+            target_cart_id: target,
+            ..Default::default()
+        };
         assert_error(other.merge_carts(merge).await, Code::NotFound, nf);
     }
-    assert_error(other.submit_cart(SubmitCartRequest { cart_id: id(), ..Default::default() }).await, Code::NotFound, nf);
-    assert_error(confirm(&mut other, &id(), proto::Actor::Customer).await, Code::NotFound, nf);
+    assert_error(
+        other
+            .submit_cart(SubmitCartRequest {
+                cart_id: id(),
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+        nf,
+    );
+    assert_error(
+        confirm(&mut other, &id(), proto::Actor::Customer).await,
+        Code::NotFound,
+        nf,
+    );
     assert_error(cancel(&mut other, &id()).await, Code::NotFound, nf);
-    assert_error(other.watch_cart(WatchCartRequest { cart_id: id(), after_version: 0 }).await, Code::NotFound, nf);
-    let listed = other.list_carts(ListCartsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(listed.carts.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [mine.id.clone()]);
+    assert_error(
+        other
+            .watch_cart(WatchCartRequest {
+                cart_id: id(),
+                after_version: 0,
+            })
+            .await,
+        Code::NotFound,
+        nf,
+    );
+    let listed = other
+        .list_carts(ListCartsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .carts
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        [mine.id.clone()]
+    );
 
     // B's tenant stream never carries A's events.
-    let mut stream = other.watch_carts(WatchCartsRequest::default()).await.unwrap().into_inner();
-    a.add_items(AddItemsRequest { cart_id: id(), items: vec![item("B", 1, "1")], ..Default::default() })
+    let mut stream = other
+        .watch_carts(WatchCartsRequest::default())
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    a.add_items(AddItemsRequest {
+        cart_id: id(),
+        items: vec![item("B", 1, "1")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     other
-        .add_items(AddItemsRequest { cart_id: mine.id.clone(), items: vec![item("M", 1, "1")], ..Default::default() })
+        .add_items(AddItemsRequest {
+            cart_id: mine.id.clone(),
+            items: vec![item("M", 1, "1")],
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(next(&mut stream).await.cart_id, mine.id, "only B's own change");
-    assert_eq!(get(&mut a, &theirs.id).await.version, 2, "B changed nothing of A's");
+    assert_eq!(
+        next(&mut stream).await.cart_id,
+        mine.id,
+        "only B's own change"
+    );
+    assert_eq!(
+        get(&mut a, &theirs.id).await.version,
+        2,
+        "B changed nothing of A's"
+    );
 }
 
 async fn sql_looking_input_is_stored_verbatim(b: Backend) {
@@ -81,17 +170,31 @@ async fn sql_looking_input_is_stored_verbatim(b: Backend) {
         .into_inner();
     let back = get(&mut c, &cart.id).await;
     assert_eq!(back, cart);
-    assert_eq!((back.customer_id.as_str(), back.reference.as_str()), (quoted, evil));
+    assert_eq!(
+        (back.customer_id.as_str(), back.reference.as_str()),
+        (quoted, evil)
+    );
     assert_eq!(back.items[0].sku, "SKU';--");
     assert_eq!(back.metadata[evil], quoted);
     let listed = c
-        .list_carts(ListCartsRequest { customer_id: quoted.into(), ..Default::default() })
+        .list_carts(ListCartsRequest {
+            customer_id: quoted.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.carts.len(), 1, "the filter matched the literal value");
+    assert_eq!(
+        listed.carts.len(),
+        1,
+        "the filter matched the literal value"
+    );
     let cancelled = c
-        .cancel_cart(proto::CancelCartRequest { cart_id: cart.id.clone(), reason: evil.into(), ..Default::default() })
+        .cancel_cart(proto::CancelCartRequest {
+            cart_id: cart.id.clone(),
+            reason: evil.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -108,12 +211,19 @@ async fn shutdown_ends_streams_cleanly(b: Backend) {
     let mut c = app.client.clone();
     let cart = create_cart(&mut c, vec![]).await;
     let mut cart_stream = c
-        .watch_cart(WatchCartRequest { cart_id: cart.id.clone(), after_version: 0 })
+        .watch_cart(WatchCartRequest {
+            cart_id: cart.id.clone(),
+            after_version: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     next(&mut cart_stream).await;
-    let mut tenant_stream = c.watch_carts(WatchCartsRequest::default()).await.unwrap().into_inner();
+    let mut tenant_stream = c
+        .watch_carts(WatchCartsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let stopped = tokio::spawn(app.shut_down());
     for s in [&mut cart_stream, &mut tenant_stream] {
         let end = tokio::time::timeout(Duration::from_secs(5), s.message())
