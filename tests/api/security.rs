@@ -104,14 +104,8 @@ async fn another_tenants_cart_is_not_found_on_every_rpc(b: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        listed
-            .carts
-            .iter()
-            .map(|c| c.id.clone())
-            .collect::<Vec<_>>(),
-        [mine.id.clone()]
-    );
+    let ids: Vec<&str> = listed.carts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [mine.id.as_str()]);
 
     // B's tenant stream never carries A's events.
     let mut stream = other
