@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/cart/v1/cart.proto",
         "proto/google/rpc/error_details.proto",
+        "proto/hipstershop/demo.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
 
@@ -21,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // idempotency fingerprint relies on.
         .btree_map(".")
         .extern_path(".google.rpc", "::tonic_types")
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::grpc::codec::CartCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -3,22 +3,23 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::oneshot};
-use tonic::{
-    codegen::http,
-    transport::{Server, server::TcpIncoming},
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
 };
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
+    boutique::BoutiqueCart,
+    callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
     grpc::{auth::ApiKeyAuth, service::CartApi},
+    hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
+    metrics::{Metrics, rpc::RpcLayer},
     proto::{self, cart_service_server::CartServiceServer},
     store::{
         CartStore,
@@ -39,6 +40,13 @@ pub struct Application {
     serve: ServeFuture,
     stop: oneshot::Sender<()>,
     store: Arc<dyn CartStore>,
+    metrics: Metrics,
+    metrics_addr: SocketAddr,
+    metrics_serve: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Background work (health, expiry, callbacks) that ends with the server.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Set on shutdown: watch streams end so that the server can stop.
+    closing: watch::Sender<bool>,
 }
 
 fn policy(config: &Config) -> anyhow::Result<Policy> {
@@ -85,41 +93,75 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", config.metrics_addr))?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let metrics = Metrics::new();
+        let metrics_serve =
+            crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone());
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        let serving = check_health(store.as_ref(), &reporter, None).await;
-        tokio::spawn(report_health(store.clone(), reporter, serving));
+        // The first status is in place before the port serves, so an early
+        // probe never finds cart.v1.CartService unregistered.
+        let first = refresh_health(store.as_ref(), &reporter, None).await;
+        let mut tasks = vec![tokio::spawn(report_health(store.clone(), reporter, first))];
+        tasks.push(tokio::spawn(crate::expiry::sweep_forever(
+            store.clone(),
+            config.sweep_interval,
+            metrics.clone(),
+        )));
+        let worker =
+            CallbackWorker::new(store.clone(), &callback_settings(&config), metrics.clone());
+        tasks.push(tokio::spawn(worker.run()));
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        tokio::spawn(crate::expiry::sweep_forever(
-            store.clone(),
-            config.sweep_interval,
-        ));
+        let (closing, closing_rx) = watch::channel(false);
         let cart_api = CartApi::new(store.clone(), config.default_currency)
-            .with_stream_lifetime(config.watch_max_lifetime);
+            .with_stream_lifetime(config.watch_max_lifetime)
+            .with_callback_hosts(config.callback_hosts.clone())
+            .with_shutdown(closing_rx)
+            .with_metrics(metrics.clone());
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let api = tonic::service::interceptor::InterceptedService::new(api, auth);
+        let api = tonic::service::interceptor::InterceptedService::new(api, auth.clone());
+        let boutique =
+            BoutiqueServer::new(BoutiqueCart::new(store.clone(), config.default_currency))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let boutique = tonic::service::interceptor::InterceptedService::new(boutique, auth.clone());
 
+        // The request id is set before the RPC layer logs it and sent back after.
+        let rpc_layer = RpcLayer::new(
+            metrics.clone(),
+            auth,
+            &[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+        );
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("rpc", method = %req.uri().path(), request_id = %id)
-                }),
-            )
+            .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
             .into_inner();
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop, stopped) = oneshot::channel::<()>();
-        let serve = Server::builder()
+        let mut server = Server::builder();
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .context("TLS configuration")?;
+            tracing::info!("serving gRPC over TLS only");
+        }
+        let serve = server
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(layers)
@@ -127,18 +169,24 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(boutique)
             // TCP_NODELAY: the builder's tcp_nodelay is ignored for an
             // incoming stream we bind ourselves; without it Nagle holds
             // small responses back for a delayed ACK (~40 ms per call).
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             });
-        tracing::info!(%addr, "cart service listening");
+        tracing::info!(%addr, %metrics_addr, "cart service listening");
         Ok(Application {
             addr,
             serve: Box::pin(serve),
             stop,
             store,
+            metrics,
+            metrics_addr,
+            metrics_serve: Box::pin(metrics_serve),
+            tasks,
+            closing,
         })
     }
 
@@ -146,24 +194,66 @@ impl Application {
         self.addr.port()
     }
 
+    /// The port of /metrics, /healthz and /readyz.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_addr.port()
+    }
+
     pub fn store(&self) -> Arc<dyn CartStore> {
         self.store.clone()
     }
 
+    /// The handle to record into (watch streams, callbacks, expiry sweeps).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
+    /// The operations endpoints stay up until the gRPC server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Application { serve, stop, .. } = self;
-        let mut serve = serve;
-        tokio::select! {
-            r = &mut serve => return r.context("gRPC server failed"),
-            () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
-        }
-        let _ = stop.send(());
-        serve.await.context("gRPC server failed")
+        let Application {
+            mut serve,
+            stop,
+            metrics_serve,
+            tasks,
+            closing,
+            ..
+        } = self;
+        let ops = tokio::spawn(metrics_serve);
+        let result = tokio::select! {
+            r = &mut serve => r,
+            () = shutdown => {
+                tracing::info!("shutting down: finishing in-flight calls, ending watch streams");
+                let _ = closing.send(true);
+                let _ = stop.send(());
+                serve.await
+            }
+        };
+        // Undelivered callbacks stay in the outbox for the next instance.
+        tasks.iter().for_each(|t| t.abort());
+        ops.abort();
+        result.context("gRPC server failed")
     }
 }
 
-/// Reflection over everything served on the port, error details included.
+fn callback_settings(config: &Config) -> CallbackSettings {
+    let secrets: std::collections::HashMap<String, String> = config
+        .callback_secrets
+        .iter()
+        .flat_map(|p| p.0.iter().cloned())
+        .collect();
+    if secrets.is_empty() {
+        tracing::warn!("CART_CALLBACK_SECRETS is not set: callbacks are sent unsigned");
+    }
+    CallbackSettings {
+        secrets,
+        timeout: config.callback_timeout,
+        backoff: config.callback_backoff.0.clone(),
+    }
+}
+
+/// Reflection over everything served on the port, error details included
+/// (the hipstershop service is in the same descriptor set as cart.v1).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -178,12 +268,12 @@ async fn report_health(
 ) {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        last = check_health(store.as_ref(), &reporter, Some(last)).await;
+        last = refresh_health(store.as_ref(), &reporter, Some(last)).await;
     }
 }
 
-/// Asks the store once and publishes a changed status.
-async fn check_health(
+/// Asks the store once, publishes the status when it changed and answers it.
+async fn refresh_health(
     store: &dyn CartStore,
     reporter: &HealthReporter,
     last: Option<ServingStatus>,
@@ -198,10 +288,9 @@ async fn check_health(
         }
     };
     if last != Some(status) {
-        reporter.set_service_status("", status).await;
-        reporter
-            .set_service_status("cart.v1.CartService", status)
-            .await;
+        for service in ["", "cart.v1.CartService", "hipstershop.CartService"] {
+            reporter.set_service_status(service, status).await;
+        }
         if last.is_some() && status == ServingStatus::Serving {
             tracing::info!("store reachable again: health is SERVING");
         }

@@ -14,13 +14,33 @@ pub struct Config {
     #[arg(long, env = "CART_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub listen_addr: SocketAddr,
 
+    /// HTTP address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "CART_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
     /// Postgres connection string; unset runs the in-memory store.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// `tenant:key` pairs, comma-separated; unset runs open as tenant `default`.
     #[arg(long, env = "CART_API_KEYS", value_parser = parse_pairs, hide_env_values = true)]
     pub api_keys: Option<Pairs>,
+
+    /// `tenant:secret` pairs for signing callbacks (`whsec_<base64>` or plain text).
+    #[arg(long, env = "CART_CALLBACK_SECRETS", value_parser = parse_pairs, hide_env_values = true)]
+    pub callback_secrets: Option<Pairs>,
+
+    /// Time allowed for one callback POST.
+    #[arg(long, env = "CART_CALLBACK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub callback_timeout: Duration,
+
+    /// Pauses before each callback retry, comma-separated; then it gives up.
+    #[arg(long, env = "CART_CALLBACK_BACKOFF", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_backoff)]
+    pub callback_backoff: Backoff,
+
+    /// Hosts callback URLs may name, comma-separated; unset allows any.
+    #[arg(long, env = "CART_CALLBACK_HOSTS", value_delimiter = ',')]
+    pub callback_hosts: Option<Vec<String>>,
 
     /// Idle life of an ACTIVE cart (`10s`, `15m`, `30d`).
     #[arg(long, env = "CART_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
@@ -41,6 +61,14 @@ pub struct Config {
     /// Longest life of one watch stream; the client then resumes from its last version or sequence.
     #[arg(long, env = "CART_WATCH_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
     pub watch_max_lifetime: Duration,
+
+    /// PEM certificate chain: with --tls-key, gRPC is served over TLS only.
+    #[arg(long, env = "CART_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CART_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Largest Postgres connection pool.
     #[arg(long, env = "CART_DB_POOL_SIZE", default_value_t = 16)]
@@ -91,6 +119,19 @@ fn parse_pairs(s: &str) -> Result<Pairs, String> {
     Ok(Pairs(out))
 }
 
+/// Retry pauses of callback delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
+fn parse_backoff(s: &str) -> Result<Backoff, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| humantime::parse_duration(p).map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Backoff)
+}
+
 fn parse_currency(s: &str) -> Result<Currency, String> {
     Currency::parse(s).ok_or_else(|| format!("{s:?} is not an ISO 4217 currency with a minor unit"))
 }
@@ -106,12 +147,14 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("database", &self.database_url.as_ref().map(|_| "set"))
             .field("api_keys", &self.api_keys)
             .field("ttl", &self.ttl)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("default_currency", &self.default_currency)
             .field("db_pool_size", &self.db_pool_size)
+            .field("log_format", &self.log_format)
             .finish_non_exhaustive()
     }
 }
@@ -135,5 +178,17 @@ mod tests {
         assert_eq!(c.ttl, Duration::from_secs(10));
         assert_eq!(c.checkout_timeout, Duration::from_secs(900));
         assert_eq!(Config::defaults().ttl, Duration::from_secs(30 * 86_400));
+        let b = Config::defaults().callback_backoff.0;
+        assert_eq!(
+            (b.len(), b[0], b[6]),
+            (7, Duration::from_secs(5), Duration::from_secs(36_000))
+        );
+    }
+
+    #[test]
+    fn the_operations_port_defaults_to_9090() {
+        assert_eq!(Config::defaults().metrics_addr.port(), 9090);
+        let c = Config::parse_from(["x", "--metrics-addr", "127.0.0.1:0"]);
+        assert_eq!(c.metrics_addr.port(), 0);
     }
 }

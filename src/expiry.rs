@@ -4,12 +4,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::store::CartStore;
+use crate::{metrics::Metrics, store::CartStore};
 
 /// Carts expired per store call.
 const BATCH: usize = 100;
 
-pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration) {
+pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration, metrics: Metrics) {
     loop {
         tokio::time::sleep(every).await;
         let mut total = 0;
@@ -27,6 +27,7 @@ pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration) {
                 }
             }
         }
+        metrics.expiry_sweep(total as u64);
         if total > 0 {
             tracing::info!(expired = total, "expired carts");
         }

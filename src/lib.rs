@@ -1,10 +1,13 @@
 //! The cart service: a gRPC API (cart.v1) over a transactional cart store.
 
 pub mod app;
+pub mod boutique;
+pub mod callbacks;
 pub mod config;
 pub mod domain;
 pub mod expiry;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;
 pub mod watch;
@@ -16,4 +19,10 @@ pub mod proto {
 
     /// Descriptors of every file we compile, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cart_descriptor");
+}
+
+/// Code generated from `proto/hipstershop/demo.proto` (Online Boutique's cart).
+pub mod hipstershop {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("hipstershop");
 }

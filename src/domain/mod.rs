@@ -1,6 +1,7 @@
 //! The cart domain: validated values, the cart aggregate and its status
 //! machine. Pure code with no I/O; both stores and the gRPC layer build on it.
 
+pub mod callback;
 pub mod cart;
 pub mod command;
 pub mod country;

@@ -52,25 +52,27 @@ impl ApiKeyAuth {
         }
         found
     }
+
+    /// The tenant of a call's `authorization` value (also used to log calls).
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<TenantId, Status> {
+        if self.is_open() {
+            return Ok(TenantId(OPEN_TENANT.into()));
+        }
+        let value = authorization
+            .ok_or_else(|| unauthenticated("missing authorization: Bearer <api key>"))?;
+        let key = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+            .ok_or_else(|| unauthenticated("authorization must be Bearer <api key>"))?;
+        self.tenant_of(key)
+            .ok_or_else(|| unauthenticated("unknown API key"))
+    }
 }
 
 impl Interceptor for ApiKeyAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let tenant = if self.is_open() {
-            TenantId(OPEN_TENANT.into())
-        } else {
-            let header = req
-                .metadata()
-                .get("authorization")
-                .ok_or_else(|| unauthenticated("missing authorization: Bearer <api key>"))?;
-            let value = header.as_bytes();
-            let key = value
-                .strip_prefix(b"Bearer ")
-                .or_else(|| value.strip_prefix(b"bearer "))
-                .ok_or_else(|| unauthenticated("authorization must be Bearer <api key>"))?;
-            self.tenant_of(key)
-                .ok_or_else(|| unauthenticated("unknown API key"))?
-        };
+        let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+        let tenant = self.authenticate(header)?;
         req.extensions_mut().insert(tenant);
         Ok(req)
     }

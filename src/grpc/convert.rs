@@ -119,6 +119,18 @@ pub fn event_to_proto(e: &CartEvent) -> proto::CartEvent {
     }
 }
 
+/// Whether an http(s) URL names one of `allowed` hosts (exact, case-insensitive).
+pub fn url_host_allowed(url: &str, allowed: &[String]) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(host))
+}
+
 /// A required cart id.
 pub fn cart_id(s: &str, field: &str) -> Result<Uuid, CartError> {
     optional_cart_id(s, field)?
@@ -451,6 +463,19 @@ pub fn parse_page_token(s: &str) -> Result<Option<PageCursor>, CartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callback_hosts() {
+        let allowed = vec!["pay.example".to_string(), "127.0.0.1".to_string()];
+        assert!(url_host_allowed("https://pay.example/cb", &allowed));
+        assert!(url_host_allowed("http://127.0.0.1:8080/x", &allowed));
+        assert!(url_host_allowed("https://user@PAY.example:443/", &allowed));
+        assert!(!url_host_allowed(
+            "https://evil.example/pay.example",
+            &allowed
+        ));
+        assert!(!url_host_allowed("https://pay.example.evil.com/", &allowed));
+    }
 
     #[test]
     fn page_tokens_round_trip() {

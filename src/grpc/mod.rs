@@ -2,6 +2,7 @@
 //! only), request conversion, error statuses and authentication.
 
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod service;
 pub mod status;

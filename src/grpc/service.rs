@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
@@ -18,6 +18,7 @@ use crate::{
         CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, TenantId,
         limits::MAX_ID_CHARS, text::check_token,
     },
+    metrics::Metrics,
     proto::{self, cart_service_server::CartService},
     store::{CartStore, ListQuery, MergeRequest},
     watch::stream,
@@ -27,6 +28,11 @@ pub struct CartApi {
     store: Arc<dyn CartStore>,
     default_currency: Currency,
     stream_lifetime: Duration,
+    /// Hosts callback URLs may name; None allows any.
+    callback_hosts: Option<Vec<String>>,
+    /// Turns true when the server shuts down, ending watch streams.
+    closing: watch::Receiver<bool>,
+    metrics: Metrics,
 }
 
 impl CartApi {
@@ -35,6 +41,50 @@ impl CartApi {
             store,
             default_currency,
             stream_lifetime: Duration::from_secs(3600),
+            callback_hosts: None,
+            closing: watch::channel(false).1,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Where watch streams count themselves and their events.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Ends watch streams cleanly when `closing` turns true.
+    pub fn with_shutdown(mut self, closing: watch::Receiver<bool>) -> Self {
+        self.closing = closing;
+        self
+    }
+
+    /// Restricts callback URLs to these hosts.
+    pub fn with_callback_hosts(mut self, hosts: Option<Vec<String>>) -> Self {
+        self.callback_hosts = hosts;
+        self
+    }
+
+    /// Refuses callback URLs whose host is not on the allow-list.
+    fn check_callback_hosts(&self, urls: &[(&str, &str)]) -> Result<(), Status> {
+        let Some(allowed) = &self.callback_hosts else {
+            return Ok(());
+        };
+        let violations: Vec<_> = urls
+            .iter()
+            .filter(|(_, url)| !url.is_empty() && !convert::url_host_allowed(url, allowed))
+            .map(|(field, _)| {
+                crate::domain::FieldViolation::new(
+                    *field,
+                    Reason::InvalidField,
+                    "names a host that is not allowed",
+                )
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(to_status(CartError::Invalid(violations)))
         }
     }
 
@@ -50,6 +100,8 @@ impl CartApi {
             store: self.store.clone(),
             tenant,
             lifetime: self.stream_lifetime,
+            closing: self.closing.clone(),
+            metrics: self.metrics.clone(),
             tx,
         }
     }
@@ -129,6 +181,10 @@ impl CartService for CartApi {
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
         let idem = idempotency("CreateCart", &r, &r.request_id, |m| m.request_id.clear())?;
         let new = convert::new_cart(&r, self.default_currency).map_err(to_status)?;
+        self.check_callback_hosts(&[
+            ("callback_url", &r.callback_url),
+            ("callback_cancel_url", &r.callback_cancel_url),
+        ])?;
         let cart = self
             .store
             .create(&tenant, new, fp, idem.as_ref())
@@ -235,6 +291,13 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("UpdateCart", r, &r.request_id, |m| m.request_id.clear())?;
+        self.check_callback_hosts(&[
+            ("callback_url", r.callback_url.as_deref().unwrap_or("")),
+            (
+                "callback_cancel_url",
+                r.callback_cancel_url.as_deref().unwrap_or(""),
+            ),
+        ])?;
         let cmd = convert::details(r).map(Command::Update);
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await

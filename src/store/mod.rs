@@ -17,6 +17,7 @@ pub mod postgres;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
 
 use crate::{
     domain::{
@@ -134,10 +135,122 @@ pub trait CartStore: Send + Sync + 'static {
     /// The live feed of this store's events.
     fn feed(&self) -> &EventFeed;
 
+    /// Connection pool use, for metrics; None when the store has no pool.
+    fn pool_status(&self) -> Option<PoolUse> {
+        None
+    }
+
+    /// Claims up to `limit` callbacks due now for one attempt, leased to
+    /// the caller until `lease_until`; another worker claims none of them
+    /// before the lease ends. Counts the attempt.
+    async fn claim_callbacks(
+        &self,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, CartError>;
+
+    /// Records how an attempt went and ends the lease.
+    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError>;
+
+    /// The callbacks of one cart, oldest first.
+    async fn callbacks_of(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+    ) -> Result<Vec<DeliveryState>, CartError>;
+
     /// A sequence that every event committed before this call is at or
     /// below, and past which nothing at or below can appear: where a
     /// watcher "from now on" starts.
     async fn head_now(&self) -> Result<i64, CartError>;
+}
+
+/// A callback claimed for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Also the `webhook-id`: the same on every attempt.
+    pub id: Uuid,
+    pub tenant: TenantId,
+    pub url: String,
+    /// The JSON body, exactly as it is sent and signed.
+    pub body: String,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered {
+        status: u16,
+    },
+    Retry {
+        at: DateTime<Utc>,
+        status: Option<u16>,
+        error: String,
+    },
+    GaveUp {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// A callback as it stands, for operators and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryState {
+    pub id: Uuid,
+    pub version: i64,
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// An outcome as the columns of its delivery row.
+pub struct OutcomeRow<'a> {
+    pub state: &'static str,
+    /// None keeps the current one.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<&'a str>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl Outcome {
+    pub fn row(&self, now: DateTime<Utc>) -> OutcomeRow<'_> {
+        let (state, next_attempt_at, last_status, last_error, delivered_at) = match self {
+            Outcome::Delivered { status } => ("delivered", None, Some(*status), None, Some(now)),
+            Outcome::Retry { at, status, error } => {
+                ("pending", Some(*at), *status, Some(error.as_str()), None)
+            }
+            Outcome::GaveUp { status, error } => {
+                ("failed", None, *status, Some(error.as_str()), None)
+            }
+        };
+        OutcomeRow {
+            state,
+            next_attempt_at,
+            last_status,
+            last_error,
+            delivered_at,
+        }
+    }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open (idle or in use).
+    pub size: usize,
+    /// Idle connections ready to be taken.
+    pub available: usize,
+    pub max_size: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
 }
 
 /// What a remembered idempotency key answers for `key`.

@@ -5,11 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{
     broadcast::{self, error::RecvError},
-    mpsc,
+    mpsc, watch,
 };
 
 use crate::{
     domain::{CartError, CartEvent, CartId, CartStatus, TenantId},
+    metrics::Metrics,
     store::CartStore,
 };
 
@@ -26,8 +27,16 @@ enum Stop {
     Failed(CartError),
 }
 
-async fn send(tx: &Sender, ev: Arc<CartEvent>) -> Result<(), Stop> {
-    tx.send(Ok(ev)).await.map_err(|_| Stop::ClientGone)
+/// A watcher's channel that counts the events it delivers.
+struct Counted<'a> {
+    tx: &'a Sender,
+    metrics: &'a Metrics,
+}
+
+async fn send(out: &Counted<'_>, ev: Arc<CartEvent>) -> Result<(), Stop> {
+    out.tx.send(Ok(ev)).await.map_err(|_| Stop::ClientGone)?;
+    out.metrics.event_delivered();
+    Ok(())
 }
 
 async fn end(tx: &Sender, r: Result<(), Stop>) {
@@ -42,7 +51,39 @@ pub struct Watcher {
     pub store: Arc<dyn CartStore>,
     pub tenant: TenantId,
     pub lifetime: Duration,
+    /// Turns true when the server shuts down: the stream then ends cleanly.
+    pub closing: watch::Receiver<bool>,
+    pub metrics: Metrics,
     pub tx: Sender,
+}
+
+/// Counts a stream as open for as long as it lives.
+struct OpenStream(Metrics);
+
+impl OpenStream {
+    fn new(m: &Metrics) -> OpenStream {
+        m.watch_stream_opened();
+        OpenStream(m.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.watch_stream_closed();
+    }
+}
+
+/// Runs a watcher loop until it ends, its lifetime passes or the server
+/// shuts down (the last two end the stream cleanly: the client resumes).
+async fn bounded(
+    lifetime: Duration,
+    mut closing: watch::Receiver<bool>,
+    run: impl Future<Output = Result<(), Stop>>,
+) -> Result<(), Stop> {
+    tokio::select! {
+        r = tokio::time::timeout(lifetime, run) => r.unwrap_or(Ok(())),
+        _ = closing.wait_for(|c| *c) => Ok(()),
+    }
 }
 
 /// WatchCarts: every event of `tenant` after sequence `after`, filtered by
@@ -52,8 +93,15 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
         store,
         tenant,
         lifetime,
+        closing,
+        metrics,
         tx,
     } = w;
+    let _open = OpenStream::new(&metrics);
+    let tx = &Counted {
+        tx: &tx,
+        metrics: &metrics,
+    };
     let run = async {
         let mut live = store.feed().subscribe();
         let mut cursor = after;
@@ -68,7 +116,7 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
                 for ev in batch {
                     cursor = ev.sequence;
                     if wanted(&ev) {
-                        send(&tx, Arc::new(ev)).await?;
+                        send(tx, Arc::new(ev)).await?;
                     }
                 }
                 if !full {
@@ -80,7 +128,7 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
                     Ok(ev) if ev.tenant == tenant && ev.sequence > cursor => {
                         cursor = ev.sequence;
                         if wanted(&ev) {
-                            send(&tx, ev).await?;
+                            send(tx, ev).await?;
                         }
                     }
                     Ok(_) => {}
@@ -93,8 +141,8 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
             }
         }
     };
-    let r = tokio::time::timeout(lifetime, run).await.unwrap_or(Ok(()));
-    end(&tx, r).await;
+    let r = bounded(lifetime, closing, run).await;
+    end(tx.tx, r).await;
 }
 
 /// WatchCart: `first` (the cart as it stands, when not resuming), then
@@ -110,14 +158,21 @@ pub async fn cart_events(
         store,
         tenant,
         lifetime,
+        closing,
+        metrics,
         tx,
     } = w;
+    let _open = OpenStream::new(&metrics);
+    let tx = &Counted {
+        tx: &tx,
+        metrics: &metrics,
+    };
     let run = async {
         let mut cursor = after_version;
         if let Some(ev) = first {
             cursor = ev.version();
             let done = ev.is_final();
-            send(&tx, Arc::new(ev)).await?;
+            send(tx, Arc::new(ev)).await?;
             if done {
                 return Ok(());
             }
@@ -132,7 +187,7 @@ pub async fn cart_events(
                 for ev in batch {
                     cursor = ev.version();
                     let done = ev.is_final();
-                    send(&tx, Arc::new(ev)).await?;
+                    send(tx, Arc::new(ev)).await?;
                     if done {
                         return Ok(());
                     }
@@ -151,7 +206,7 @@ pub async fn cart_events(
                         }
                         cursor = ev.version();
                         let done = ev.is_final();
-                        send(&tx, ev).await?;
+                        send(tx, ev).await?;
                         if done {
                             return Ok(());
                         }
@@ -163,6 +218,6 @@ pub async fn cart_events(
             }
         }
     };
-    let r = tokio::time::timeout(lifetime, run).await.unwrap_or(Ok(()));
-    end(&tx, r).await;
+    let r = bounded(lifetime, closing, run).await;
+    end(tx.tx, r).await;
 }

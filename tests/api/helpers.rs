@@ -1,13 +1,15 @@
 //! Test harness: starts the real server on port 0 over a chosen store
 //! (Postgres gets a fresh database per test) and hands out generated clients.
 
-use std::future::pending;
+use std::sync::Arc;
 
 use cart_service::{
     app::Application,
     config::{Config, Pairs},
     proto::{self, cart_service_client::CartServiceClient},
+    store::CartStore,
 };
+use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
     Code, Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -89,8 +91,15 @@ impl Interceptor for Key {
 pub type Client = CartServiceClient<InterceptedService<Channel, Key>>;
 
 pub struct TestApp {
+    pub port: u16,
     channel: Channel,
     pub client: Client,
+    pub store: Arc<dyn CartStore>,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Where /metrics, /healthz and /readyz answer.
+    pub metrics_addr: std::net::SocketAddr,
+    pub metrics: cart_service::metrics::Metrics,
 }
 
 impl TestApp {
@@ -103,6 +112,19 @@ impl TestApp {
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
+
+    /// Stops the server (and its background work) and waits for it.
+    pub async fn shut_down(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
 }
 
 /// Starts a server with default settings on `backend`.
@@ -114,6 +136,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::defaults();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
     if backend == Backend::Postgres {
         config.database_url = Some(fresh_database().await);
     }
@@ -125,6 +148,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Config
 pub async fn spawn_app_on(database_url: &str, customize: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::defaults();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
     config.database_url = Some(database_url.to_string());
     customize(&mut config);
     serve(config).await
@@ -134,14 +158,28 @@ pub async fn spawn_app_on(database_url: &str, customize: impl FnOnce(&mut Config
 pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
-    tokio::spawn(app.run_until(pending()));
+    let store = app.store();
+    let metrics_addr = ([127, 0, 0, 1], app.metrics_port()).into();
+    let metrics = app.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    // Lazy: a TLS-only server would refuse an eager plaintext handshake.
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
-        .connect()
-        .await
-        .expect("connect to the test server");
+        .connect_lazy();
     let client = CartServiceClient::with_interceptor(channel.clone(), Key(None));
-    TestApp { channel, client }
+    TestApp {
+        port,
+        channel,
+        client,
+        store,
+        stop: Some(stop),
+        running: Some(running),
+        metrics_addr,
+        metrics,
+    }
 }
 
 /// `tenant:key` pairs for `Config::api_keys`.
@@ -271,4 +309,23 @@ pub async fn assert_ends<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>) {
         matches!(end, Ok(None)),
         "expected the end of the stream, got {end:?}"
     );
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
 }

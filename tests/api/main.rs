@@ -4,14 +4,22 @@
 
 mod helpers;
 mod proxy;
+mod receiver;
 
+mod boutique;
+mod callbacks;
 mod carts;
 mod concurrency;
+mod hostile;
 mod idempotency;
 mod items;
 mod lifecycle;
 mod merge;
+mod observability;
 mod operations;
 mod replicas;
+mod security;
 mod tenancy;
+mod tls;
 mod watch;
+mod wire;

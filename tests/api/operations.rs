@@ -124,7 +124,7 @@ both_stores!(
     request_ids_are_echoed_or_made
 );
 
-fn postgres_addr() -> std::net::SocketAddr {
+pub fn postgres_addr() -> std::net::SocketAddr {
     let cfg: tokio_postgres::Config = admin_url().parse().unwrap();
     let host = match &cfg.get_hosts()[0] {
         tokio_postgres::config::Host::Tcp(h) => h.clone(),

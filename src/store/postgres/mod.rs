@@ -24,12 +24,13 @@ use uuid::Uuid;
 
 use self::errors::{PgFailure, classify, pg, pool};
 use super::{
-    CartPage, CartStore, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest, PageCursor, now, replay,
+    CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
+    Outcome, PageCursor, now, replay,
 };
 use crate::{
     domain::{
         Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
-        NewCart, Policy, TenantId, cart::Change, merge,
+        NewCart, Policy, TenantId, callback::callback_due, cart::Change, merge,
     },
     watch::EventFeed,
 };
@@ -207,6 +208,15 @@ async fn write(
         ),
         None => (None, None, None),
     };
+    let callback = callback_due(cart, change, now);
+    let (cb_id, cb_url, cb_payload) = match &callback {
+        Some(due) => (
+            Some(Uuid::new_v4()),
+            Some(due.url.as_str()),
+            Some(Json(&due.payload)),
+        ),
+        None => (None, None, None),
+    };
     let row = c
         .query_one(
             &stmt,
@@ -224,6 +234,9 @@ async fn write(
                 &key,
                 &fingerprint,
                 &response,
+                &cb_id,
+                &cb_url,
+                &cb_payload,
             ],
         )
         .await
@@ -614,6 +627,97 @@ impl CartStore for PgStore {
 
     fn feed(&self) -> &EventFeed {
         &self.feed
+    }
+
+    fn pool_status(&self) -> Option<super::PoolUse> {
+        let s = self.pool.status();
+        Some(super::PoolUse {
+            size: s.size,
+            available: s.available,
+            max_size: s.max_size,
+            waiting: s.waiting,
+        })
+    }
+
+    async fn claim_callbacks(
+        &self,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, CartError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(sql::CLAIM_CALLBACKS)
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(&stmt, &[&now(), &lease_until, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.try_get(0).map_err(pg)?,
+                    tenant: TenantId(r.try_get(1).map_err(pg)?),
+                    url: r.try_get(2).map_err(pg)?,
+                    body: r.try_get(3).map_err(pg)?,
+                    attempts: r.try_get(4).map_err(pg)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(sql::RECORD_CALLBACK)
+            .await
+            .map_err(pg)?;
+        let row = outcome.row(now());
+        let status = row.last_status.map(i32::from);
+        client
+            .execute(
+                &stmt,
+                &[
+                    &id,
+                    &row.state,
+                    &row.next_attempt_at,
+                    &status,
+                    &row.last_error,
+                    &row.delivered_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn callbacks_of(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+    ) -> Result<Vec<DeliveryState>, CartError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql::CALLBACKS_OF).await.map_err(pg)?;
+        let rows = client
+            .query(&stmt, &[&tenant.as_str(), &cart])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let status: Option<i32> = r.try_get(5).map_err(pg)?;
+                Ok(DeliveryState {
+                    id: r.try_get(0).map_err(pg)?,
+                    version: r.try_get(1).map_err(pg)?,
+                    url: r.try_get(2).map_err(pg)?,
+                    state: r.try_get(3).map_err(pg)?,
+                    attempts: r.try_get(4).map_err(pg)?,
+                    last_status: status.and_then(|s| u16::try_from(s).ok()),
+                    last_error: r.try_get(6).map_err(pg)?,
+                    next_attempt_at: r.try_get(7).map_err(pg)?,
+                    delivered_at: r.try_get(8).map_err(pg)?,
+                })
+            })
+            .collect()
     }
 
     async fn head_now(&self) -> Result<i64, CartError> {

@@ -48,7 +48,8 @@ SELECT count(*) FROM ins";
 /// when the stored version is no longer $3 - 1 (a concurrent change won).
 /// $1 tenant, $2 id, $3 new version, $4 status, $5 customer, $6 now, $7
 /// expires, $8 doc, $9 event type, $10 previous status, $11 key (NULL:
-/// none), $12 key fingerprint, $13 response to remember.
+/// none), $12 key fingerprint, $13 response to remember, $14 callback id,
+/// $15 callback URL (NULL: no callback due), $16 callback payload.
 pub const WRITE_CART: &str = "
 WITH upd AS (
     UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7, doc = $8
@@ -60,6 +61,9 @@ WITH upd AS (
 ), idem AS (
     INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at)
     SELECT $1, $11, $12, $13, $6 FROM upd WHERE $11::text IS NOT NULL
+), cb AS (
+    INSERT INTO callback_deliveries (id, tenant, cart_id, version, url, payload, next_attempt_at, created_at)
+    SELECT $14, $1, id, $3, $15, $16, $6, $6 FROM upd WHERE $15::text IS NOT NULL
 )
 SELECT count(*) FROM upd";
 
@@ -114,3 +118,27 @@ pub const DUE_CARTS: &str = "SELECT tenant, doc FROM carts WHERE expires_at <= $
      ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
 pub const CHANNEL: &str = "cart_events";
+
+/// Claims callbacks due at $1, leased until $2, at most $3.
+pub const CLAIM_CALLBACKS: &str = "
+WITH due AS (
+    SELECT id FROM callback_deliveries
+    WHERE state = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+    ORDER BY next_attempt_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE callback_deliveries d SET attempts = d.attempts + 1, lease_until = $2
+FROM due WHERE d.id = due.id
+RETURNING d.id, d.tenant, d.url, d.payload::text, d.attempts";
+
+/// $1 id, $2 state, $3 next attempt (NULL: keep), $4 last status, $5 last error, $6 delivered at.
+pub const RECORD_CALLBACK: &str = "UPDATE callback_deliveries \
+     SET state = $2, next_attempt_at = coalesce($3, next_attempt_at), last_status = $4, last_error = $5, \
+         delivered_at = $6, lease_until = NULL \
+     WHERE id = $1";
+
+/// $1 tenant, $2 cart.
+pub const CALLBACKS_OF: &str = "SELECT id, version, url, state, attempts, last_status, last_error, \
+     next_attempt_at, delivered_at FROM callback_deliveries WHERE tenant = $1 AND cart_id = $2 \
+     ORDER BY created_at, version";

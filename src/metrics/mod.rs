@@ -1,0 +1,270 @@
+//! Prometheus metrics: the registry and the [`Metrics`] handle the rest of
+//! the service records through, the per-RPC tower layer (which also logs
+//! every call once) and the HTTP server of /metrics, /healthz and /readyz.
+
+pub mod http;
+pub mod rpc;
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::store::PoolUse;
+
+/// How a callback delivery attempt ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// The receiver answered HTTP 200.
+    Delivered,
+    /// Any other answer or no answer; it will be retried.
+    Failed,
+    /// Retries ran out; the callback is given up.
+    Abandoned,
+}
+
+impl CallbackOutcome {
+    pub const ALL: [CallbackOutcome; 3] = [Self::Delivered, Self::Failed, Self::Abandoned];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl EncodeLabelValue for CallbackOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    /// `package.Service/Method`, or `unknown` for paths nobody serves.
+    method: String,
+    /// The canonical gRPC code name (`OK`, `NOT_FOUND`, ...).
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallbackLabels {
+    outcome: CallbackOutcome,
+}
+
+type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
+
+/// Cheap to clone; every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rpcs: Family<RpcLabels, Counter>,
+    rpc_seconds: HistogramFamily,
+    pool_size: Gauge,
+    pool_available: Gauge,
+    pool_max: Gauge,
+    pool_waiting: Gauge,
+    watch_streams: Gauge,
+    events_delivered: Counter,
+    callbacks: Family<CallbackLabels, Counter>,
+    expiry_sweeps: Counter,
+    carts_expired: Counter,
+}
+
+fn rpc_histogram() -> Histogram {
+    // 0.5 ms .. ~12 s: a cached read to a call stuck behind the pool timeout.
+    Histogram::new(exponential_buckets(0.0005, 2.5, 12))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cart");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "RPCs handled, by method and code",
+            rpcs.clone(),
+        );
+        let rpc_seconds: HistogramFamily = Family::new_with_constructor(rpc_histogram);
+        registry.register_with_unit(
+            "rpc_duration",
+            "Time from request to the end of the response, by method and code",
+            Unit::Seconds,
+            rpc_seconds.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let pool_size = gauge(
+            &mut registry,
+            "db_pool_connections",
+            "Postgres connections open",
+        );
+        let pool_available = gauge(
+            &mut registry,
+            "db_pool_available_connections",
+            "Postgres connections open and idle",
+        );
+        let pool_max = gauge(
+            &mut registry,
+            "db_pool_max_connections",
+            "Largest Postgres connection pool",
+        );
+        let pool_waiting = gauge(
+            &mut registry,
+            "db_pool_waiting_calls",
+            "Calls waiting for a Postgres connection",
+        );
+        let watch_streams = gauge(&mut registry, "watch_streams_open", "Watch streams open");
+        let events_delivered = Counter::default();
+        registry.register(
+            "events_delivered",
+            "Cart events sent to watchers",
+            events_delivered.clone(),
+        );
+        let callbacks = Family::<CallbackLabels, Counter>::default();
+        registry.register(
+            "callback_deliveries",
+            "Callback delivery attempts, by outcome",
+            callbacks.clone(),
+        );
+        // Every outcome shows from the start, so rates work before the first failure.
+        for outcome in CallbackOutcome::ALL {
+            drop(callbacks.get_or_create(&CallbackLabels { outcome }));
+        }
+        let expiry_sweeps = Counter::default();
+        registry.register("expiry_sweeps", "Expiry sweeps run", expiry_sweeps.clone());
+        let carts_expired = Counter::default();
+        registry.register(
+            "carts_expired",
+            "Carts expired by sweeps",
+            carts_expired.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                rpcs,
+                rpc_seconds,
+                pool_size,
+                pool_available,
+                pool_max,
+                pool_waiting,
+                watch_streams,
+                events_delivered,
+                callbacks,
+                expiry_sweeps,
+                carts_expired,
+            }),
+        }
+    }
+
+    pub(crate) fn rpc(&self, method: &str, code: tonic::Code, elapsed: Duration) {
+        let labels = RpcLabels {
+            method: method.to_string(),
+            code: rpc::code_name(code),
+        };
+        self.inner.rpcs.get_or_create(&labels).inc();
+        self.inner
+            .rpc_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn watch_stream_opened(&self) {
+        self.inner.watch_streams.inc();
+    }
+
+    pub fn watch_stream_closed(&self) {
+        self.inner.watch_streams.dec();
+    }
+
+    pub fn event_delivered(&self) {
+        self.inner.events_delivered.inc();
+    }
+
+    pub fn callback_delivery(&self, outcome: CallbackOutcome) {
+        self.inner
+            .callbacks
+            .get_or_create(&CallbackLabels { outcome })
+            .inc();
+    }
+
+    /// One sweep ran and expired `expired_count` carts.
+    pub fn expiry_sweep(&self, expired_count: u64) {
+        self.inner.expiry_sweeps.inc();
+        self.inner.carts_expired.inc_by(expired_count);
+    }
+
+    /// The OpenMetrics text of every metric, pool gauges sampled from `pool`.
+    pub fn render(&self, pool: Option<PoolUse>) -> String {
+        if let Some(p) = pool {
+            let set = |g: &Gauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            set(&self.inner.pool_size, p.size);
+            set(&self.inner.pool_available, p.available);
+            set(&self.inner.pool_max, p.max_size);
+            set(&self.inner.pool_waiting, p.waiting);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpcs_are_counted_by_method_and_code() {
+        let m = Metrics::new();
+        m.rpc(
+            "cart.v1.CartService/GetCart",
+            tonic::Code::NotFound,
+            Duration::from_millis(3),
+        );
+        m.expiry_sweep(4);
+        m.callback_delivery(CallbackOutcome::Failed);
+        let text = m.render(None);
+        let labels = r#"{method="cart.v1.CartService/GetCart",code="NOT_FOUND"}"#;
+        assert!(
+            text.contains(&format!("cart_rpc_requests_total{labels} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("cart_rpc_duration_seconds_count{labels} 1")),
+            "{text}"
+        );
+        assert!(text.contains("cart_carts_expired_total 4"), "{text}");
+        assert!(
+            text.contains(r#"cart_callback_deliveries_total{outcome="failed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cart_callback_deliveries_total{outcome="delivered"} 0"#),
+            "{text}"
+        );
+    }
+}
