@@ -6,7 +6,7 @@
 #   A_ENV="CART_DB_POOL_SIZE=16" B_ENV="CART_DB_POOL_SIZE=32" bench/ab.sh target/release/cart-service target/release/cart-service
 #
 # Environment: ROUNDS (2), CONCURRENCY (64), DURATION (10), CARTS (1000),
-# PORT (50152), A_ENV / B_ENV (extra server environment). Each side gets its
+# PORT (30152), A_ENV / B_ENV (extra server environment). Each side gets its
 # own fresh database, seeded through the service the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ shift 2
 SCENARIOS=${*:-get-cart add-items}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 ROUNDS=${ROUNDS:-2} CONCURRENCY=${CONCURRENCY:-64} DURATION=${DURATION:-10} CARTS=${CARTS:-1000}
-PORT=${PORT:-50152}
+PORT=${PORT:-30152}
 A_ENV=${A_ENV:-} B_ENV=${B_ENV:-}
 BENCH=${BENCH:-target/release/cart-bench}
 mkdir -p target/bench
@@ -25,7 +25,7 @@ trap '[ -n "$PID" ] && kill $PID 2>/dev/null; true' EXIT
 run_side() { # label binary env
     local label=$1 bin=$2 extra=$3 db=cart_ab_$1
     # shellcheck disable=SC2086
-    env $extra DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db" CART_LISTEN_ADDR="127.0.0.1:$PORT" \
+    env $extra DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db" CART_LISTEN_ADDR="127.0.0.1:$PORT" CART_METRICS_ADDR=127.0.0.1:0 \
         RUST_LOG=warn "$bin" >>target/bench/ab-server.log 2>&1 &
     PID=$!
     "$BENCH" --scenario ready --addr "http://127.0.0.1:$PORT" >/dev/null
@@ -43,7 +43,7 @@ for side in A B; do
     bin=$A; extra=$A_ENV
     [ "$side" = B ] && { bin=$B; extra=$B_ENV; }
     # shellcheck disable=SC2086
-    env $extra DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db" CART_LISTEN_ADDR="127.0.0.1:$PORT" \
+    env $extra DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db" CART_LISTEN_ADDR="127.0.0.1:$PORT" CART_METRICS_ADDR=127.0.0.1:0 \
         RUST_LOG=warn "$bin" >>target/bench/ab-server.log 2>&1 &
     PID=$!
     "$BENCH" --scenario ready --addr "http://127.0.0.1:$PORT" >/dev/null

@@ -16,7 +16,7 @@
 # Environment: PGHOST/PGPORT/PGUSER (127.0.0.1/5432/postgres), DURATION
 # (10), WARMUP (2), CARTS (1000), SKUS (20), CONCURRENCY ("64"), REPEAT (1),
 # SCENARIOS ("get-cart add-items"), REFERENCE (1: run the reference writes),
-# PORT (50151), OUT (target/bench/ceiling.jsonl), SERVER_ENV (extra env for
+# PORT (30151), OUT (target/bench/ceiling.jsonl), SERVER_ENV (extra env for
 # the server, e.g. "CART_DB_POOL_SIZE=8").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ CONCURRENCY=${CONCURRENCY:-64}
 REPEAT=${REPEAT:-1}
 SCENARIOS=${SCENARIOS:-get-cart add-items}
 REFERENCE=${REFERENCE:-1}
-PORT=${PORT:-50151}
+PORT=${PORT:-30151}
 OUT=${OUT:-target/bench/ceiling.jsonl}
 SERVER_ENV=${SERVER_ENV:-}
 DB=cart_bench
@@ -57,7 +57,7 @@ dropdb --if-exists "$DB"
 createdb "$DB"
 start_server() {
     # shellcheck disable=SC2086
-    env $SERVER_ENV DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$PORT" \
+    env $SERVER_ENV DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$PORT" CART_METRICS_ADDR=127.0.0.1:0 \
         RUST_LOG=warn "$BIN/cart-service" >>target/bench/server.log 2>&1 &
     SERVER_PID=$!
 }

@@ -10,8 +10,8 @@
 # Results are appended as JSON lines to $OUT.
 #
 # Environment: PGHOST/PGPORT/PGUSER, CONCURRENCY (64), DURATION (10),
-# CARTS (1000), WATCHERS (1000), STREAMS (10000), PORT_A (50171),
-# PORT_B (50172), OUT (target/bench/service.jsonl), STEPS ("peak mixed
+# CARTS (1000), WATCHERS (1000), STREAMS (10000), PORT_A (30171),
+# PORT_B (30172), OUT (target/bench/service.jsonl), STEPS ("peak mixed
 # lifecycle watch watchers").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,8 @@ DURATION=${DURATION:-10}
 CARTS=${CARTS:-1000}
 WATCHERS=${WATCHERS:-1000}
 STREAMS=${STREAMS:-10000}
-PORT_A=${PORT_A:-50171}
-PORT_B=${PORT_B:-50172}
+PORT_A=${PORT_A:-30171}
+PORT_B=${PORT_B:-30172}
 OUT=${OUT:-target/bench/service.jsonl}
 STEPS=${STEPS:-peak mixed lifecycle watch watchers}
 DB=cart_bench_svc
@@ -46,7 +46,7 @@ dropdb --if-exists "$DB"
 createdb "$DB"
 ulimit -n 65536 2>/dev/null || true
 for port in "$PORT_A" "$PORT_B"; do
-    DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$port" \
+    DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$port" CART_METRICS_ADDR=127.0.0.1:0 \
         RUST_LOG=warn "$BIN/cart-service" >>target/bench/service-server.log 2>&1 &
     PIDS+=($!)
     "$BIN/cart-bench" --scenario ready --addr "http://127.0.0.1:$port" --server-pid "$!" --json "$OUT" --label "start $port" | sed '/^JSON/d'
