@@ -28,7 +28,7 @@ use uuid::Uuid;
 use self::errors::{PgFailure, classify, json, pg, pool};
 use super::{
     CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, PageCursor, now,
+    Outcome, now,
 };
 use crate::{
     domain::{
@@ -220,17 +220,7 @@ impl CartStore for PgStore {
         for row in &rows {
             carts.push(doc(row).map_err(PgFailure::into_error)?);
         }
-        let more = carts.len() > q.page_size;
-        carts.truncate(q.page_size);
-        let next = if more {
-            carts.last().map(|c| PageCursor {
-                created_at: c.created_at,
-                id: c.id,
-            })
-        } else {
-            None
-        };
-        Ok(CartPage { carts, next })
+        Ok(CartPage::from_overfetch(carts, q.page_size))
     }
 
     async fn apply(

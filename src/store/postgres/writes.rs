@@ -184,10 +184,7 @@ impl PgStore {
             &self.policy,
         )
         .map_err(PgFailure::Error)?;
-        let response = match (&target, out.returns_target) {
-            (Some(t), true) => t.clone(),
-            _ => source.clone(),
-        };
+        let response = out.answer(&source, target.as_ref()).clone();
         write(
             &tx,
             tenant,
