@@ -30,6 +30,16 @@ pub struct MergeOutcome {
     pub returns_target: bool,
 }
 
+impl MergeOutcome {
+    /// The cart the call answers with, of the two merged.
+    pub fn answer<'a>(&self, source: &'a Cart, target: Option<&'a Cart>) -> &'a Cart {
+        match target {
+            Some(t) if self.returns_target => t,
+            _ => source,
+        }
+    }
+}
+
 /// Merges `source` with `target`. On error neither cart is changed.
 pub fn merge(
     source: &mut Cart,

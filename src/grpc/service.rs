@@ -397,7 +397,7 @@ impl CartService for CartApi {
             )));
         }
         // Subscribe before reading, so no change falls between the two.
-        let live = self.store.feed().subscribe();
+        let live = self.store.feed().subscribe_cart(id);
         let current = self
             .store
             .current_event(&tenant, id)

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, PageCursor, now, replay,
+    Outcome, now, replay,
 };
 use crate::{
     domain::{
@@ -233,20 +233,9 @@ impl CartStore for MemoryStore {
             })
             .collect();
         carts.sort_by_key(|c| key(c));
-        let more = carts.len() > q.page_size;
-        carts.truncate(q.page_size);
-        let next = more
-            .then(|| {
-                carts.last().map(|c| PageCursor {
-                    created_at: c.created_at,
-                    id: c.id,
-                })
-            })
-            .flatten();
-        Ok(CartPage {
-            carts: carts.into_iter().cloned().collect(),
-            next,
-        })
+        carts.truncate(q.page_size + 1);
+        let carts = carts.into_iter().cloned().collect();
+        Ok(CartPage::from_overfetch(carts, q.page_size))
     }
 
     async fn apply(
@@ -294,10 +283,7 @@ impl CartStore for MemoryStore {
             now,
             &self.policy,
         )?;
-        let response = match (&target, out.returns_target) {
-            (Some(t), true) => t.clone(),
-            _ => source.clone(),
-        };
+        let response = out.answer(&source, target.as_ref()).clone();
         st.remember(tenant, idem, &response, now);
         st.save(&self.feed, tenant, source, out.source, now);
         if let (Some(t), Some(change)) = (target, out.target) {

@@ -56,6 +56,20 @@ pub struct CartPage {
     pub next: Option<PageCursor>,
 }
 
+impl CartPage {
+    /// A page from up to `page_size + 1` carts in list order: the extra one
+    /// only says that more follow.
+    pub fn from_overfetch(mut carts: Vec<Cart>, page_size: usize) -> CartPage {
+        let more = carts.len() > page_size;
+        carts.truncate(page_size);
+        let next = carts.last().filter(|_| more).map(|c| PageCursor {
+            created_at: c.created_at,
+            id: c.id,
+        });
+        CartPage { carts, next }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergeRequest {
     pub source: CartId,
