@@ -1,0 +1,337 @@
+//! Seeding carts and driving the closed- or open-loop scenarios.
+
+use super::*;
+
+/// xorshift64*: small, fast, deterministic per worker.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+pub(crate) struct Ctx {
+    pub(crate) args: Args,
+    pub(crate) channels: Vec<Channel>,
+    pub(crate) auth: Option<MetadataValue<tonic::metadata::Ascii>>,
+    pub(crate) carts: Vec<String>,
+    pub(crate) request_seq: AtomicU64,
+    pub(crate) run_id: u64,
+}
+
+impl Ctx {
+    pub(crate) fn client(&self, worker: usize) -> Client {
+        CartServiceClient::new(self.channels[worker % self.channels.len()].clone())
+            .max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    pub(crate) fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(a) = &self.auth {
+            r.metadata_mut().insert("authorization", a.clone());
+        }
+        r
+    }
+
+    pub(crate) fn request_id(&self) -> String {
+        if self.args.request_ids {
+            let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
+            format!("bench-{:x}-{n}", self.run_id)
+        } else {
+            String::new()
+        }
+    }
+}
+
+pub(crate) fn item(rng: &mut Rng, skus: usize) -> proto::ItemInput {
+    let n = rng.below(skus);
+    proto::ItemInput {
+        sku: format!("SKU-{n:04}"),
+        name: format!("Bench item {n}"),
+        quantity: 1,
+        unit_price: format!("{}.{:02}", 1 + n % 50, (n * 37) % 100),
+        list_price: String::new(),
+        attributes: Default::default(),
+    }
+}
+
+pub(crate) async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..connections.max(1) {
+        let ch = Endpoint::from_shared(addr.to_string())?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        out.push(ch);
+    }
+    Ok(out)
+}
+
+pub(crate) fn new_cart_request(
+    ctx: &Ctx,
+    rng: &mut Rng,
+    n: usize,
+    items: usize,
+) -> proto::CreateCartRequest {
+    proto::CreateCartRequest {
+        customer_id: format!("bench-customer-{n}"),
+        currency: "USD".into(),
+        items: (0..items).map(|_| item(rng, ctx.args.skus)).collect(),
+        request_id: ctx.request_id(),
+        ..Default::default()
+    }
+}
+
+/// Creates `--carts` carts (or lists the tenant's existing ones); answers their ids.
+pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    if ctx.args.no_seed {
+        let mut c = ctx.client(0);
+        let mut token = String::new();
+        let mut ids = Vec::new();
+        while ids.len() < ctx.args.carts {
+            let page = c
+                .list_carts(ctx.req(proto::ListCartsRequest {
+                    statuses: vec![proto::CartStatus::Active as i32],
+                    page_size: 100,
+                    page_token: token.clone(),
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner();
+            ids.extend(page.carts.into_iter().map(|c| c.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        ids.truncate(ctx.args.carts);
+        if ids.is_empty() {
+            bail!("--no-seed: the tenant has no ACTIVE carts");
+        }
+        eprintln!("using {} existing carts", ids.len());
+        return Ok(ids);
+    }
+    let workers = ctx.args.concurrency.clamp(1, 32);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = ctx.client(w);
+            let mut rng = Rng::new(ctx.args.seed ^ ((w as u64 + 1) << 32));
+            let mut ids = Vec::new();
+            let mut n = w;
+            while n < ctx.args.carts {
+                let r = new_cart_request(&ctx, &mut rng, n, ctx.args.seed_items);
+                let cart = c.create_cart(ctx.req(r)).await?.into_inner();
+                ids.push(cart.id);
+                n += workers;
+            }
+            Ok::<_, anyhow::Error>(ids)
+        }));
+    }
+    let mut ids = Vec::with_capacity(ctx.args.carts);
+    for t in tasks {
+        ids.extend(t.await??);
+    }
+    eprintln!(
+        "seeded {} carts in {:.1}s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ids)
+}
+
+/// One unit of work of a closed-loop scenario; records into `stats`.
+pub(crate) async fn step(
+    ctx: &Ctx,
+    c: &mut Client,
+    rng: &mut Rng,
+    scenario: Scenario,
+    stats: &mut Stats,
+    started: Instant,
+) {
+    match scenario {
+        Scenario::GetCart => get_cart(ctx, c, rng, stats, started).await,
+        Scenario::AddItems => add_items(ctx, c, rng, stats, started).await,
+        Scenario::Mixed => {
+            if rng.below(100) < 80 {
+                get_cart(ctx, c, rng, stats, started).await
+            } else {
+                add_items(ctx, c, rng, stats, started).await
+            }
+        }
+        Scenario::Lifecycle => lifecycle(ctx, c, rng, stats, started).await,
+        _ => unreachable!("not a closed-loop scenario"),
+    }
+}
+
+pub(crate) async fn get_cart(
+    ctx: &Ctx,
+    c: &mut Client,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    started: Instant,
+) {
+    let id = ctx.carts[rng.below(ctx.carts.len())].clone();
+    match c
+        .get_cart(ctx.req(proto::GetCartRequest { cart_id: id }))
+        .await
+    {
+        Ok(_) => stats.record("get-cart", started.elapsed()),
+        Err(e) => stats.error("get-cart", e.code()),
+    }
+}
+
+pub(crate) async fn add_items(
+    ctx: &Ctx,
+    c: &mut Client,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    started: Instant,
+) {
+    let id = ctx.carts[rng.below(ctx.carts.len())].clone();
+    let r = proto::AddItemsRequest {
+        cart_id: id,
+        items: vec![item(rng, ctx.args.skus)],
+        expected_version: 0,
+        request_id: ctx.request_id(),
+    };
+    match c.add_items(ctx.req(r)).await {
+        Ok(_) => stats.record("add-items", started.elapsed()),
+        Err(e) => stats.error("add-items", e.code()),
+    }
+}
+
+pub(crate) async fn lifecycle(
+    ctx: &Ctx,
+    c: &mut Client,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    started: Instant,
+) {
+    macro_rules! call {
+        ($op:literal, $fut:expr) => {{
+            let t = Instant::now();
+            match $fut.await {
+                Ok(r) => {
+                    stats.record($op, t.elapsed());
+                    r.into_inner()
+                }
+                Err(e) => {
+                    stats.error($op, e.code());
+                    return;
+                }
+            }
+        }};
+    }
+    let n = rng.below(1_000_000);
+    let cart = call!(
+        "create-cart",
+        c.create_cart(ctx.req(new_cart_request(ctx, rng, n, 1)))
+    );
+    for _ in 0..3 {
+        let r = proto::AddItemsRequest {
+            cart_id: cart.id.clone(),
+            items: vec![item(rng, ctx.args.skus)],
+            expected_version: 0,
+            request_id: ctx.request_id(),
+        };
+        call!("add-items", c.add_items(ctx.req(r)));
+    }
+    let r = proto::SubmitCartRequest {
+        cart_id: cart.id.clone(),
+        request_id: ctx.request_id(),
+        ..Default::default()
+    };
+    call!("submit-cart", c.submit_cart(ctx.req(r)));
+    let r = proto::ConfirmCartRequest {
+        cart_id: cart.id.clone(),
+        actor: proto::Actor::Customer as i32,
+        request_id: ctx.request_id(),
+        ..Default::default()
+    };
+    call!("confirm-cart", c.confirm_cart(ctx.req(r)));
+    stats.record("lifecycle", started.elapsed());
+}
+
+/// Runs `scenario` closed-loop (or paced by `rate`) on `concurrency` workers
+/// for warmup + duration; answers the stats of the measured part.
+pub(crate) async fn drive(
+    ctx: Arc<Ctx>,
+    scenario: Scenario,
+    concurrency: usize,
+    rate: Option<f64>,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<(Stats, Duration)> {
+    let begin = Instant::now();
+    let measure_from = begin + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = ctx.client(w);
+            let mut rng = Rng::new(ctx.args.seed.wrapping_add(w as u64 * 7919));
+            let mut stats = Stats::default();
+            let mut scratch = Stats::default();
+            // Paced: each worker sends every `interval`, staggered.
+            let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
+            let mut next = begin
+                + interval
+                    .map(|i| i.mul_f64(w as f64 / concurrency as f64))
+                    .unwrap_or_default();
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let started = match interval {
+                    Some(i) => {
+                        if next > now {
+                            tokio::time::sleep_until(next.into()).await;
+                        }
+                        let s = next;
+                        next += i;
+                        s
+                    }
+                    None => now,
+                };
+                if started >= end {
+                    break;
+                }
+                let into = if started >= measure_from {
+                    &mut stats
+                } else {
+                    &mut scratch
+                };
+                step(&ctx, &mut c, &mut rng, scenario, into, started).await;
+            }
+            let warm: u64 = scratch.ops.values().map(|h| h.len()).sum();
+            WARMUP_OPS.fetch_add(warm, Ordering::Relaxed);
+            stats
+        }));
+    }
+    let mut total = Stats::default();
+    for t in tasks {
+        total.merge(t.await?);
+    }
+    Ok((total, duration))
+}

@@ -1,0 +1,282 @@
+//! Load generator for the cart service: drives a running server over gRPC
+//! with the generated tonic client and reports throughput and latency
+//! percentiles (HdrHistogram) as a table and as one JSON line.
+//!
+//! Every run is bounded (`--duration`), talks only to `--addr`, and seeds
+//! its own carts unless `--no-seed`. See BENCHMARKS.md for the commands.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use cart_service::proto::{self, cart_service_client::CartServiceClient};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use tonic::{
+    Code, Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Wait until the server answers (health check) and print how long it took.
+    Ready,
+    /// Create the carts and stop.
+    Seed,
+    /// GetCart of random seeded carts.
+    GetCart,
+    /// AddItems of one random SKU to a random seeded cart.
+    AddItems,
+    /// 80% GetCart, 20% AddItems.
+    Mixed,
+    /// Create, 3 adds, submit, confirm.
+    Lifecycle,
+    /// Watchers on seeded carts while AddItems runs; commit-to-receipt latency.
+    WatchLatency,
+    /// Hold N WatchCart streams open; report server RSS and GetCart latency idle vs loaded.
+    Watchers,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "cart-bench", about = "Load generator for cart.v1.CartService")]
+struct Args {
+    #[arg(long, value_enum, default_value_t = Scenario::AddItems)]
+    scenario: Scenario,
+    /// Server address (only loopback is expected).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Address of a second replica for watchers (watch-latency: other replica).
+    #[arg(long)]
+    watch_addr: Option<String>,
+    /// API key (sent as `authorization: Bearer <key>`).
+    #[arg(long, env = "CART_BENCH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the requests are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// HTTP/2 connections the watch streams are spread over (a server
+    /// allows a bounded number of concurrent streams per connection).
+    #[arg(long, default_value_t = 64)]
+    watch_connections: usize,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Total target rate (requests/s, lifecycles/s for lifecycle); unset = as fast as possible.
+    /// Latency is measured from each request's scheduled time (no coordinated omission).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Carts to seed.
+    #[arg(long, default_value_t = 1000)]
+    carts: usize,
+    /// Lines each seeded cart starts with.
+    #[arg(long, default_value_t = 3)]
+    seed_items: usize,
+    /// Distinct SKUs AddItems picks from.
+    #[arg(long, default_value_t = 20)]
+    skus: usize,
+    /// Reuse the tenant's existing carts (ListCarts) instead of creating new ones.
+    #[arg(long)]
+    no_seed: bool,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Send a request_id (idempotency key) with every mutation.
+    #[arg(long)]
+    request_ids: bool,
+    /// Watchers (watch-latency, watchers).
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Server process id: report its VmRSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Label stored in the JSON (e.g. the commit or variant measured).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+mod load;
+mod stats;
+mod watch;
+
+use load::*;
+use stats::*;
+use watch::*;
+
+type Client = CartServiceClient<Channel>;
+
+/// Operations done during warm-ups (for CPU time per operation).
+static WARMUP_OPS: AtomicU64 = AtomicU64::new(0);
+
+/// Polls the health service until it answers SERVING; prints the time taken.
+async fn ready(args: &Args) -> anyhow::Result<serde_json::Value> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        if let Ok(ep) = Endpoint::from_shared(args.addr.clone())
+            && let Ok(ch) = ep
+                .connect_timeout(Duration::from_millis(200))
+                .connect()
+                .await
+        {
+            let mut h = HealthClient::new(ch);
+            if let Ok(r) = h
+                .check(HealthCheckRequest {
+                    service: "cart.v1.CartService".into(),
+                })
+                .await
+                && r.into_inner().status == 1
+            {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not become ready in 30s", args.addr);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waited = started.elapsed();
+    let rss = rss_kib(args.server_pid);
+    println!(
+        "ready after {:.0} ms; server RSS {:?} KiB",
+        waited.as_secs_f64() * 1000.0,
+        rss
+    );
+    Ok(serde_json::json!({ "ready_ms": waited.as_secs_f64() * 1000.0, "rss_kib": rss }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.concurrency == 0 || args.duration.is_zero() {
+        bail!("--concurrency and --duration must be positive");
+    }
+    let load_before = loadavg();
+    let result = if args.scenario == Scenario::Ready {
+        ready(&args).await?
+    } else {
+        let auth = match &args.api_key {
+            Some(k) => Some(
+                format!("Bearer {k}")
+                    .parse()
+                    .context("API key is not valid metadata")?,
+            ),
+            None => None,
+        };
+        let channels = connect(&args.addr, args.connections).await?;
+        let run_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let ctx = Arc::new(Ctx {
+            args: args.clone(),
+            channels,
+            auth,
+            carts: Vec::new(),
+            request_seq: AtomicU64::new(0),
+            run_id,
+        });
+        let carts = if args.scenario != Scenario::Lifecycle || args.no_seed {
+            seed(ctx.clone()).await?
+        } else {
+            Vec::new()
+        };
+        let mut ctx = Arc::try_unwrap(ctx).map_err(|_| anyhow::anyhow!("seeding still running"))?;
+        ctx.carts = carts;
+        let ctx = Arc::new(ctx);
+        let rss_start = rss_kib(args.server_pid);
+        let mut out = match args.scenario {
+            Scenario::Seed => serde_json::json!({ "carts": ctx.carts.len() }),
+            Scenario::WatchLatency => watch_latency(ctx.clone()).await?,
+            Scenario::Watchers => watchers(ctx.clone()).await?,
+            s => {
+                let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
+                let (stats, d) = drive(
+                    ctx.clone(),
+                    s,
+                    args.concurrency,
+                    args.rate,
+                    args.warmup,
+                    args.duration,
+                )
+                .await?;
+                let secs = d.as_secs_f64();
+                print_table(
+                    &format!(
+                        "{:?} concurrency {} duration {:?} rate {:?} (load {})",
+                        s,
+                        args.concurrency,
+                        args.duration,
+                        args.rate,
+                        loadavg()
+                    ),
+                    &stats,
+                    secs,
+                );
+                let mut out = stats_json(&stats, secs);
+                // CPU per operation: robust to machine load, for A/B of builds.
+                let ops = stats.ops.values().map(|h| h.len()).sum::<u64>()
+                    + WARMUP_OPS.load(Ordering::Relaxed);
+                let per_op = |a: Option<u64>, b: Option<u64>| {
+                    Some((b? - a?) as f64 * 10_000.0 / ops.max(1) as f64)
+                };
+                let server_us = per_op(cpu0, cpu_ticks(args.server_pid));
+                let bench_us = per_op(self0, cpu_ticks(None));
+                if let Some(us) = server_us {
+                    println!(
+                        "  server CPU {us:.0} us/op; bench client CPU {:.0} us/op",
+                        bench_us.unwrap_or(f64::NAN)
+                    );
+                }
+                out["server_cpu_us_per_op"] = serde_json::json!(server_us);
+                out["bench_cpu_us_per_op"] = serde_json::json!(bench_us);
+                out
+            }
+        };
+        out["rss_kib_start"] = serde_json::json!(rss_start);
+        out["rss_kib_end"] = serde_json::json!(rss_kib(args.server_pid));
+        out
+    };
+    let json = serde_json::json!({
+        "scenario": format!("{:?}", args.scenario),
+        "label": args.label,
+        "concurrency": args.concurrency,
+        "connections": args.connections,
+        "duration_s": args.duration.as_secs_f64(),
+        "rate": args.rate,
+        "carts": args.carts,
+        "skus": args.skus,
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "result": result,
+    });
+    let line = serde_json::to_string(&json)?;
+    println!("JSON {line}");
+    if let Some(path) = &args.json {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
