@@ -95,7 +95,7 @@ pub(super) async fn expire_due(store: &PgStore, limit: usize) -> Result<usize, C
     }
     tx.commit().await.map_err(pg)?;
     if expired > 0 {
-        store.committed.notify_one();
+        store.committed.poke();
     }
     Ok(expired)
 }

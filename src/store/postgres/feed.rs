@@ -4,10 +4,7 @@
 //! publisher when another replica commits. Both use their own connections,
 //! outside the pool, so a busy pool never stalls watchers.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
@@ -125,10 +122,25 @@ pub(super) async fn head_now(client: &Client) -> Result<i64, CartError> {
     ))
 }
 
-/// Starts the publisher and the listener; answers the notifier that this
-/// replica's writes poke after each commit.
-pub(super) async fn start(cfg: tokio_postgres::Config, feed: Arc<EventFeed>) -> Arc<Notify> {
-    let local = Arc::new(Notify::new());
+/// What this replica's writes poke after each commit: the publisher (for
+/// this replica's watchers, at once) and the notifier (for the others').
+#[derive(Default)]
+pub(super) struct Committed {
+    publisher: Notify,
+    notifier: Notify,
+}
+
+impl Committed {
+    pub fn poke(&self) {
+        self.publisher.notify_one();
+        self.notifier.notify_one();
+    }
+}
+
+/// Starts the publisher, the notifier and the listener; answers what
+/// commits poke.
+pub(super) async fn start(cfg: tokio_postgres::Config, feed: Arc<EventFeed>) -> Arc<Committed> {
+    let local = Arc::new(Committed::default());
     let remote = Arc::new(Notify::new());
     let mut publisher = Publisher {
         cfg: cfg.clone(),
@@ -143,9 +155,42 @@ pub(super) async fn start(cfg: tokio_postgres::Config, feed: Arc<EventFeed>) -> 
     }
     publisher.published = publisher.mark.safe;
     publisher.feed.advance(publisher.mark.safe);
-    tokio::spawn(listen(cfg, remote.clone()));
+    tokio::spawn(listen(cfg.clone(), remote.clone()));
+    tokio::spawn(notify_others(cfg, local.clone()));
     tokio::spawn(publisher.run(local.clone(), remote));
     local
+}
+
+/// Tells other replicas "look again" after this one commits: at most one
+/// NOTIFY per `NOTIFY_EVERY`, on a connection of its own, never inside a
+/// write. Commits meanwhile fold into the next one.
+async fn notify_others(cfg: tokio_postgres::Config, committed: Arc<Committed>) {
+    let mut client: Option<Client> = None;
+    loop {
+        committed.notifier.notified().await;
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = match cfg.connect(NoTls).await {
+                Ok((c, conn)) => {
+                    tokio::spawn(conn);
+                    // A notification is delivered at commit; nobody waits
+                    // for its commit record to reach the disk.
+                    let _ = c.batch_execute("SET synchronous_commit = off").await;
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "notify connection failed; other replicas will poll");
+                    None
+                }
+            };
+        }
+        if let Some(c) = &client
+            && let Err(e) = c.batch_execute(&format!("NOTIFY {}", sql::CHANNEL)).await
+        {
+            tracing::debug!(error = %e, "notify failed; other replicas will poll");
+            client = None;
+        }
+        tokio::time::sleep(NOTIFY_EVERY).await;
+    }
 }
 
 struct Publisher {
@@ -157,27 +202,13 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn run(mut self, local: Arc<Notify>, remote: Arc<Notify>) {
-        let mut notify_due = false;
-        let mut last_notify = Instant::now() - NOTIFY_EVERY;
+    async fn run(mut self, local: Arc<Committed>, remote: Arc<Notify>) {
         let mut failing = false;
         loop {
-            let wait = if notify_due {
-                NOTIFY_EVERY.saturating_sub(last_notify.elapsed())
-            } else {
-                POLL
-            };
             tokio::select! {
-                () = local.notified() => notify_due = true,
+                () = local.publisher.notified() => {}
                 () = remote.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-            if notify_due && last_notify.elapsed() >= NOTIFY_EVERY {
-                notify_due = false;
-                last_notify = Instant::now();
-                if let Err(e) = self.notify_others().await {
-                    tracing::debug!(error = %e, "notify failed; other replicas will poll");
-                }
+                () = tokio::time::sleep(POLL) => {}
             }
             match self.settle(true).await {
                 Ok(()) if failing => {
@@ -201,14 +232,6 @@ impl Publisher {
             self.observer = Some(Observer::connect(&self.cfg).await?);
         }
         Ok(self.observer.as_ref().expect("just connected"))
-    }
-
-    async fn notify_others(&mut self) -> Result<(), CartError> {
-        let o = self.observer().await?;
-        o.client
-            .batch_execute(&format!("NOTIFY {}", sql::CHANNEL))
-            .await
-            .map_err(pg)
     }
 
     /// Moves the head as far as transactions allow, publishing as it goes.

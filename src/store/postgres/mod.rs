@@ -21,7 +21,6 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::Notify;
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
@@ -56,7 +55,7 @@ pub struct PgStore {
     policy: Policy,
     feed: Arc<EventFeed>,
     /// Poked after each commit so this replica's watchers hear of it at once.
-    committed: Arc<Notify>,
+    committed: Arc<feed::Committed>,
 }
 
 impl PgStore {
@@ -115,7 +114,7 @@ impl PgStore {
         for n in 0..MAX_ATTEMPTS {
             match attempt(n).await {
                 Ok(cart) => {
-                    self.committed.notify_one();
+                    self.committed.poke();
                     return Ok(cart);
                 }
                 Err(PgFailure::Error(e)) => return Err(e),
