@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod codec;
 pub mod convert;
+pub mod parse;
 pub mod service;
 pub mod status;

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{self, cart_to_proto},
+    parse,
     status::to_status,
 };
 use crate::{
@@ -72,7 +73,7 @@ impl CartApi {
         };
         let violations: Vec<_> = urls
             .iter()
-            .filter(|(_, url)| !url.is_empty() && !convert::url_host_allowed(url, allowed))
+            .filter(|(_, url)| !url.is_empty() && !parse::url_host_allowed(url, allowed))
             .map(|(field, _)| {
                 crate::domain::FieldViolation::new(
                     *field,
@@ -114,8 +115,8 @@ impl CartApi {
         expected_version: i64,
         idem: Option<IdempotencyKey>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let id = convert::cart_id(cart_id, "cart_id").map_err(to_status)?;
-        let expected = convert::expected_version(expected_version).map_err(to_status)?;
+        let id = parse::cart_id(cart_id, "cart_id").map_err(to_status)?;
+        let expected = parse::expected_version(expected_version).map_err(to_status)?;
         let cmd = cmd.map_err(to_status)?;
         let cart = self
             .store
@@ -180,7 +181,7 @@ impl CartService for CartApi {
         let r = req.into_inner();
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
         let idem = idempotency("CreateCart", &r, &r.request_id, |m| m.request_id.clear())?;
-        let new = convert::new_cart(&r, self.default_currency).map_err(to_status)?;
+        let new = parse::new_cart(&r, self.default_currency).map_err(to_status)?;
         self.check_callback_hosts(&[
             ("callback_url", &r.callback_url),
             ("callback_cancel_url", &r.callback_cancel_url),
@@ -198,7 +199,7 @@ impl CartService for CartApi {
         req: Request<proto::GetCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
-        let id = convert::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
+        let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
         let cart = self.store.get(&tenant, id).await.map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
@@ -211,10 +212,10 @@ impl CartService for CartApi {
         let r = req.get_ref();
         let query = (|| {
             Ok::<_, CartError>(ListQuery {
-                customer_id: convert::customer_id(&r.customer_id)?,
-                statuses: convert::statuses(&r.statuses)?,
-                page_size: convert::page_size(r.page_size)?,
-                after: convert::parse_page_token(&r.page_token)?,
+                customer_id: parse::customer_id(&r.customer_id)?,
+                statuses: parse::statuses(&r.statuses)?,
+                page_size: parse::page_size(r.page_size)?,
+                after: parse::parse_page_token(&r.page_token)?,
             })
         })()
         .map_err(to_status)?;
@@ -224,7 +225,7 @@ impl CartService for CartApi {
             next_page_token: page
                 .next
                 .as_ref()
-                .map(convert::page_token)
+                .map(parse::page_token)
                 .unwrap_or_default(),
         }))
     }
@@ -237,7 +238,7 @@ impl CartService for CartApi {
         let r = req.get_ref();
         let idem = idempotency("AddItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = require_items(&r.items)
-            .and_then(|_| convert::items(&r.items, false).map(Command::AddItems));
+            .and_then(|_| parse::items(&r.items, false).map(Command::AddItems));
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -250,7 +251,7 @@ impl CartService for CartApi {
         let r = req.get_ref();
         let idem = idempotency("SetItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = require_items(&r.items)
-            .and_then(|_| convert::items(&r.items, true).map(Command::SetItems));
+            .and_then(|_| parse::items(&r.items, true).map(Command::SetItems));
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -262,7 +263,7 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("RemoveItems", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::skus(&r.skus).map(Command::RemoveItems);
+        let cmd = parse::skus(&r.skus).map(Command::RemoveItems);
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -298,7 +299,7 @@ impl CartService for CartApi {
                 r.callback_cancel_url.as_deref().unwrap_or(""),
             ),
         ])?;
-        let cmd = convert::details(r).map(Command::Update);
+        let cmd = parse::details(r).map(Command::Update);
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -311,8 +312,8 @@ impl CartService for CartApi {
         let r = req.get_ref();
         let idem = idempotency("MergeCarts", r, &r.request_id, |m| m.request_id.clear())?;
         let merge = (|| {
-            let source = convert::cart_id(&r.source_cart_id, "source_cart_id")?;
-            let target = convert::optional_cart_id(&r.target_cart_id, "target_cart_id")?;
+            let source = parse::cart_id(&r.source_cart_id, "source_cart_id")?;
+            let target = parse::optional_cart_id(&r.target_cart_id, "target_cart_id")?;
             if target == Some(source) {
                 return Err(CartError::invalid(
                     "target_cart_id",
@@ -323,9 +324,9 @@ impl CartService for CartApi {
             Ok(MergeRequest {
                 source,
                 target,
-                customer_id: convert::customer_id(&r.customer_id)?,
-                strategy: convert::merge_strategy(r.strategy)?,
-                expected_version: convert::expected_version(r.expected_version)?,
+                customer_id: parse::customer_id(&r.customer_id)?,
+                strategy: parse::merge_strategy(r.strategy)?,
+                expected_version: parse::expected_version(r.expected_version)?,
             })
         })()
         .map_err(to_status)?;
@@ -344,7 +345,7 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("SubmitCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::expected_total(&r.expected_total)
+        let cmd = parse::expected_total(&r.expected_total)
             .map(|expected_total| Command::Submit { expected_total });
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
@@ -357,7 +358,7 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("ConfirmCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::actor(r.actor, true)
+        let cmd = parse::actor(r.actor, true)
             .map(|a| Command::Confirm(a.unwrap_or(crate::domain::Actor::Customer)));
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
@@ -370,10 +371,10 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let idem = idempotency("CancelCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = convert::actor(r.actor, false).and_then(|actor| {
+        let cmd = parse::actor(r.actor, false).and_then(|actor| {
             Ok(Command::Cancel {
                 actor,
-                reason: convert::cancel_reason(&r.reason)?,
+                reason: parse::cancel_reason(&r.reason)?,
             })
         });
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
@@ -388,7 +389,7 @@ impl CartService for CartApi {
     ) -> Result<Response<EventStream>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
-        let id = convert::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
+        let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
         if r.after_version < 0 {
             return Err(to_status(CartError::invalid(
                 "after_version",
@@ -423,7 +424,7 @@ impl CartService for CartApi {
     ) -> Result<Response<EventStream>, Status> {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
-        let statuses = convert::statuses(&r.statuses).map_err(to_status)?;
+        let statuses = parse::statuses(&r.statuses).map_err(to_status)?;
         if r.after_sequence < 0 {
             return Err(to_status(CartError::invalid(
                 "after_sequence",
