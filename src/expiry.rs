@@ -1,5 +1,5 @@
 //! The expiry sweeper: moves carts past their expiry to EXPIRED as normal
-//! versioned changes. Every replica runs one; the store makes concurrent
+//! versioned changes, and forgets idempotency keys past their window. Every replica runs one; the store makes concurrent
 //! sweeps safe (Postgres: `FOR UPDATE SKIP LOCKED` batches).
 
 use std::{sync::Arc, time::Duration};
@@ -28,6 +28,11 @@ pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration, metrics: 
             }
         }
         metrics.expiry_sweep(total as u64);
+        match store.forget_old_keys(BATCH * 10).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(forgotten = n, "forgot idempotency keys past the window"),
+            Err(e) => tracing::warn!(error = %e, "forgetting old idempotency keys failed"),
+        }
         if total > 0 {
             tracing::info!(expired = total, "expired carts");
         }

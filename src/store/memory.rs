@@ -340,6 +340,22 @@ impl CartStore for MemoryStore {
             .ok_or_else(|| CartError::Internal("a cart without its event".into()))
     }
 
+    async fn forget_old_keys(&self, limit: usize) -> Result<usize, CartError> {
+        let cutoff = now() - IDEMPOTENCY_WINDOW;
+        let mut st = self.lock();
+        let old: Vec<_> = st
+            .keys
+            .iter()
+            .filter(|(_, r)| r.at <= cutoff)
+            .map(|(k, _)| k.clone())
+            .take(limit)
+            .collect();
+        for k in &old {
+            st.keys.remove(k);
+        }
+        Ok(old.len())
+    }
+
     async fn expire_due(&self, limit: usize) -> Result<usize, CartError> {
         let now = now();
         let mut st = self.lock();

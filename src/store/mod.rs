@@ -146,6 +146,10 @@ pub trait CartStore: Send + Sync + 'static {
     /// how many it expired.
     async fn expire_due(&self, limit: usize) -> Result<usize, CartError>;
 
+    /// Forgets up to `limit` idempotency keys older than the window, so
+    /// the table does not grow without end. Answers how many.
+    async fn forget_old_keys(&self, limit: usize) -> Result<usize, CartError>;
+
     /// The live feed of this store's events.
     fn feed(&self) -> &EventFeed;
 

@@ -131,3 +131,39 @@ both_stores!(
     create_and_merge_are_idempotent_too,
     concurrent_repeats_apply_once,
 );
+
+/// Keys past the 24-hour window are forgotten by the sweeper's purge, and
+/// the key can then name a new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_past_the_window_are_forgotten() {
+    let db = crate::helpers::fresh_database().await;
+    let app = crate::helpers::spawn_app_on(&db, |_| {}).await;
+    let mut c = app.client.clone();
+    let cart = create_cart(&mut c, vec![]).await;
+    let add = |qty| AddItemsRequest {
+        cart_id: cart.id.clone(),
+        items: vec![item("A", qty, "1")],
+        request_id: "old-key".into(),
+        ..Default::default()
+    };
+    c.add_items(add(1)).await.unwrap();
+    assert_eq!(
+        app.store.forget_old_keys(100).await.unwrap(),
+        0,
+        "a fresh key stays"
+    );
+
+    let (sql, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sql.execute(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours'",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.store.forget_old_keys(100).await.unwrap(), 1);
+    let again = c.add_items(add(2)).await.unwrap().into_inner();
+    assert_eq!(again.items[0].quantity, 3, "the key named a new request");
+}

@@ -277,6 +277,20 @@ impl CartStore for PgStore {
         events::current_event(self, tenant, cart).await
     }
 
+    async fn forget_old_keys(&self, limit: usize) -> Result<usize, CartError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(sql::FORGET_OLD_KEYS)
+            .await
+            .map_err(pg)?;
+        let cutoff = now() - IDEMPOTENCY_WINDOW;
+        let n = client
+            .execute(&stmt, &[&cutoff, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        Ok(n as usize)
+    }
+
     async fn expire_due(&self, limit: usize) -> Result<usize, CartError> {
         events::expire_due(self, limit).await
     }

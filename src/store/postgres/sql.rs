@@ -119,6 +119,10 @@ pub const DUE_CARTS: &str = "SELECT tenant, doc FROM carts WHERE expires_at <= $
 
 pub const CHANNEL: &str = "cart_events";
 
+/// Deletes up to $2 idempotency keys created at or before $1.
+pub const FORGET_OLD_KEYS: &str = "DELETE FROM idempotency_keys WHERE (tenant, key) IN \
+     (SELECT tenant, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)";
+
 /// Claims callbacks due at $1, leased until $2, at most $3.
 pub const CLAIM_CALLBACKS: &str = "
 WITH due AS (
