@@ -158,6 +158,14 @@ fn idempotency<M: Message + Clone>(
     key: &str,
     clear_key: impl FnOnce(&mut M),
 ) -> Result<Option<IdempotencyKey>, Status> {
+    idempotency_key(key, || fingerprint(method, msg, clear_key))
+}
+
+/// The key with its fingerprint, computed only when there is a key.
+fn idempotency_key(
+    key: &str,
+    fingerprint: impl FnOnce() -> [u8; 32],
+) -> Result<Option<IdempotencyKey>, Status> {
     if key.is_empty() {
         return Ok(None);
     }
@@ -165,7 +173,7 @@ fn idempotency<M: Message + Clone>(
         .map_err(|v| to_status(CartError::Invalid(vec![v])))?;
     Ok(Some(IdempotencyKey {
         key: key.to_string(),
-        fingerprint: fingerprint(method, msg, clear_key),
+        fingerprint: fingerprint(),
     }))
 }
 
@@ -180,7 +188,8 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.into_inner();
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
-        let idem = idempotency("CreateCart", &r, &r.request_id, |m| m.request_id.clear())?;
+        // The same fingerprint guards the reference and the key.
+        let idem = idempotency_key(&r.request_id, || fp)?;
         let new = parse::new_cart(&r, self.default_currency).map_err(to_status)?;
         self.check_callback_hosts(&[
             ("callback_url", &r.callback_url),
