@@ -102,42 +102,53 @@ impl PgStore {
         lock: bool,
     ) -> Result<Cart, PgFailure> {
         let mut client = self.client().await.map_err(PgFailure::Error)?;
-        let now = now();
         if !lock {
-            let mut cart = match read(&client, tenant, id, idem, sql::GET_CART).await? {
-                Loaded::Replay(answer) => return answer.map_err(PgFailure::Error),
-                Loaded::Fresh(cart) => cart,
-            };
-            let change = cart
-                .apply(cmd, expected_version, now, &self.policy)
-                .map_err(PgFailure::Error)?;
-            return match write(
-                &client,
-                tenant,
-                &cart,
-                change,
-                now,
-                idem.map(|k| (k, &cart)),
-            )
-            .await?
-            {
-                true => Ok(cart),
-                false => Err(PgFailure::Retry),
-            };
+            return self
+                .read_apply_write(
+                    &client,
+                    sql::GET_CART,
+                    tenant,
+                    id,
+                    cmd,
+                    expected_version,
+                    idem,
+                )
+                .await;
         }
         let tx = client.transaction().await.map_err(fail)?;
-        let mut cart = match read(&tx, tenant, id, idem, sql::LOCK_CART).await? {
+        let cart = self
+            .read_apply_write(&tx, sql::LOCK_CART, tenant, id, cmd, expected_version, idem)
+            .await?;
+        tx.commit().await.map_err(fail)?;
+        Ok(cart)
+    }
+
+    /// Reads the cart with `read_sql` (locking it or not), applies the
+    /// command and writes the next version; Retry when another writer won.
+    #[allow(clippy::too_many_arguments)] // try_apply's own arguments, passed through
+    async fn read_apply_write(
+        &self,
+        c: &impl GenericClient,
+        read_sql: &str,
+        tenant: &TenantId,
+        id: CartId,
+        cmd: &Command,
+        expected_version: i64,
+        idem: Option<&IdempotencyKey>,
+    ) -> Result<Cart, PgFailure> {
+        let now = now();
+        let mut cart = match read(c, tenant, id, idem, read_sql).await? {
             Loaded::Replay(answer) => return answer.map_err(PgFailure::Error),
             Loaded::Fresh(cart) => cart,
         };
         let change = cart
             .apply(cmd, expected_version, now, &self.policy)
             .map_err(PgFailure::Error)?;
-        if !write(&tx, tenant, &cart, change, now, idem.map(|k| (k, &cart))).await? {
-            return Err(PgFailure::Retry);
+        if write(c, tenant, &cart, change, now, idem.map(|k| (k, &cart))).await? {
+            Ok(cart)
+        } else {
+            Err(PgFailure::Retry)
         }
-        tx.commit().await.map_err(fail)?;
-        Ok(cart)
     }
 
     pub(super) async fn try_merge(
