@@ -63,7 +63,10 @@ async fn handle(
     }
     Ok(match req.uri().path() {
         "/metrics" => {
-            let body = state.metrics.render(state.store.pool_status());
+            let body = state.metrics.render(
+                state.store.pool_status(),
+                state.store.feed().watched_carts(),
+            );
             let mut res = Response::new(Full::new(Bytes::from(body)));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,

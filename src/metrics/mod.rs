@@ -79,6 +79,8 @@ struct Inner {
     pool_max: Gauge,
     pool_waiting: Gauge,
     watch_streams: Gauge,
+    watched_carts: Gauge,
+    tasks_alive: Gauge,
     events_delivered: Counter,
     callbacks: Family<CallbackLabels, Counter>,
     expiry_sweeps: Counter,
@@ -138,6 +140,16 @@ impl Metrics {
             "Calls waiting for a Postgres connection",
         );
         let watch_streams = gauge(&mut registry, "watch_streams_open", "Watch streams open");
+        let watched_carts = gauge(
+            &mut registry,
+            "watched_carts",
+            "Carts with at least one WatchCart stream on this replica",
+        );
+        let tasks_alive = gauge(
+            &mut registry,
+            "runtime_tasks_alive",
+            "Tokio tasks alive in the server's runtime",
+        );
         let events_delivered = Counter::default();
         registry.register(
             "events_delivered",
@@ -172,6 +184,8 @@ impl Metrics {
                 pool_max,
                 pool_waiting,
                 watch_streams,
+                watched_carts,
+                tasks_alive,
                 events_delivered,
                 callbacks,
                 expiry_sweeps,
@@ -217,10 +231,15 @@ impl Metrics {
         self.inner.carts_expired.inc_by(expired_count);
     }
 
-    /// The OpenMetrics text of every metric, pool gauges sampled from `pool`.
-    pub fn render(&self, pool: Option<PoolUse>) -> String {
+    /// The OpenMetrics text of every metric; pool and watch gauges sampled
+    /// from `pool` and `watched_carts`, the task count from the runtime.
+    pub fn render(&self, pool: Option<PoolUse>, watched_carts: usize) -> String {
+        let set = |g: &Gauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        set(&self.inner.watched_carts, watched_carts);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            set(&self.inner.tasks_alive, rt.metrics().num_alive_tasks());
+        }
         if let Some(p) = pool {
-            let set = |g: &Gauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
             set(&self.inner.pool_size, p.size);
             set(&self.inner.pool_available, p.available);
             set(&self.inner.pool_max, p.max_size);
@@ -247,7 +266,7 @@ mod tests {
         );
         m.expiry_sweep(4);
         m.callback_delivery(CallbackOutcome::Failed);
-        let text = m.render(None);
+        let text = m.render(None, 0);
         let labels = r#"{method="cart.v1.CartService/GetCart",code="NOT_FOUND"}"#;
         assert!(
             text.contains(&format!("cart_rpc_requests_total{labels} 1")),

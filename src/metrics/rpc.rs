@@ -340,7 +340,7 @@ mod tests {
         } else {
             drop(res);
         }
-        metrics.render(None)
+        metrics.render(None, 0)
     }
 
     fn count(text: &str, method: &str, code: &str) -> bool {

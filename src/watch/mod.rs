@@ -21,17 +21,21 @@
 //! - Sequence numbers are taken inside write transactions, so they commit
 //!   out of order: a reader that advanced a cursor past a visible event
 //!   could skip a smaller one committed later. The head closes that hole:
-//!   the publisher reads the sequence's last value, then a snapshot; once a
-//!   later snapshot's xmin has passed that snapshot's xmax, every
-//!   transaction that could hold a sequence at or below the value has
-//!   ended, so that value is final. (Writers take their xid before their
-//!   sequence: the event insert of every write statement depends on the
-//!   cart row written first.)
+//!   the publisher reads the sequence's last value, then the transaction
+//!   ids running in this database (`pg_stat_activity.backend_xid`); once
+//!   none of those is still running, no sequence at or below the value can
+//!   appear any more, so the value is final (see `Watermark` in
+//!   `store::postgres::feed`; writers take their xid before their sequence,
+//!   since the event insert of every write statement depends on the cart
+//!   row written first).
 //! - Each watcher subscribes to the feed *before* it catches up from the
 //!   log, then follows the broadcast, skipping what it has already sent. A
 //!   watcher that falls behind the bounded broadcast (lagged) catches up
 //!   from the log again; a slow client only fills its own bounded channel.
 //!   Writers never wait for watchers, and memory stays bounded.
+//! - A watcher ends as soon as its client leaves (its channel closes), not
+//!   at its next event, and a cart's channel is removed with its last
+//!   subscriber: a replica's watch memory follows the streams open now.
 
 pub mod stream;
 
@@ -49,22 +53,18 @@ use crate::domain::{CartEvent, CartId};
 const BROADCAST_CAPACITY: usize = 4096;
 /// The same for a subscriber of one cart (a cart changes rarely).
 const CART_CAPACITY: usize = 64;
-/// Subscriptions between two sweeps of cart channels nobody listens to.
-const SWEEP_EVERY: usize = 1024;
+
+type CartChannels = HashMap<CartId, broadcast::Sender<Arc<CartEvent>>>;
 
 /// Tenant-wide subscribers (WatchCarts) get every event; a cart's
 /// subscribers (WatchCart) get only that cart's, so an event wakes its own
 /// watchers and not every open stream.
 pub struct EventFeed {
     events: broadcast::Sender<Arc<CartEvent>>,
-    carts: Mutex<CartChannels>,
+    /// Shared with every [`CartSubscription`], which removes its cart's
+    /// channel when it is the last to leave.
+    carts: Arc<Mutex<CartChannels>>,
     head: watch::Sender<i64>,
-}
-
-#[derive(Default)]
-struct CartChannels {
-    by_cart: HashMap<CartId, broadcast::Sender<Arc<CartEvent>>>,
-    since_sweep: usize,
 }
 
 impl Default for EventFeed {
@@ -73,11 +73,16 @@ impl Default for EventFeed {
     }
 }
 
+fn lock(carts: &Mutex<CartChannels>) -> std::sync::MutexGuard<'_, CartChannels> {
+    // The map holds no invariant a panic could break.
+    carts.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl EventFeed {
     pub fn new() -> Self {
         EventFeed {
             events: broadcast::channel(BROADCAST_CAPACITY).0,
-            carts: Mutex::new(CartChannels::default()),
+            carts: Arc::default(),
             head: watch::channel(0).0,
         }
     }
@@ -100,27 +105,22 @@ impl EventFeed {
         });
     }
 
-    fn cart_channels(&self) -> std::sync::MutexGuard<'_, CartChannels> {
-        // The map holds no invariant a panic could break.
-        self.carts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Hands an event to current subscribers; events come in sequence order.
     pub fn publish(&self, event: Arc<CartEvent>) {
-        {
-            let mut carts = self.cart_channels();
-            if let Some(tx) = carts.by_cart.get(&event.cart.id)
-                && tx.send(event.clone()).is_err()
-            {
-                carts.by_cart.remove(&event.cart.id); // its watchers left
-            }
+        if let Some(tx) = lock(&self.carts).get(&event.cart.id) {
+            let _ = tx.send(event.clone());
         }
         // No subscribers is fine: nobody is watching.
         let _ = self.events.send(event);
     }
 
     pub fn has_subscribers(&self) -> bool {
-        self.events.receiver_count() > 0 || !self.cart_channels().by_cart.is_empty()
+        self.events.receiver_count() > 0 || self.watched_carts() > 0
+    }
+
+    /// Carts with at least one subscriber (routing entries held).
+    pub fn watched_carts(&self) -> usize {
+        lock(&self.carts).len()
     }
 
     /// Every event, for tenant-wide watchers.
@@ -128,19 +128,46 @@ impl EventFeed {
         self.events.subscribe()
     }
 
-    /// The events of one cart.
-    pub fn subscribe_cart(&self, cart: CartId) -> broadcast::Receiver<Arc<CartEvent>> {
-        let mut carts = self.cart_channels();
-        carts.since_sweep += 1;
-        if carts.since_sweep >= SWEEP_EVERY {
-            carts.since_sweep = 0;
-            carts.by_cart.retain(|_, tx| tx.receiver_count() > 0);
-        }
-        carts
-            .by_cart
+    /// The events of one cart, until the subscription is dropped.
+    pub fn subscribe_cart(&self, cart: CartId) -> CartSubscription {
+        let rx = lock(&self.carts)
             .entry(cart)
             .or_insert_with(|| broadcast::channel(CART_CAPACITY).0)
-            .subscribe()
+            .subscribe();
+        CartSubscription {
+            rx,
+            cart,
+            carts: self.carts.clone(),
+        }
+    }
+}
+
+/// A subscription to one cart's events. Dropping the last one of a cart
+/// removes the cart's channel, so routing entries live exactly as long as
+/// their watchers.
+pub struct CartSubscription {
+    rx: broadcast::Receiver<Arc<CartEvent>>,
+    cart: CartId,
+    carts: Arc<Mutex<CartChannels>>,
+}
+
+impl CartSubscription {
+    pub async fn recv(&mut self) -> Result<Arc<CartEvent>, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for CartSubscription {
+    fn drop(&mut self) {
+        // Subscribing happens under the same lock, so the count cannot grow
+        // between the check and the removal; ours is still counted here.
+        let mut carts = lock(&self.carts);
+        if carts
+            .get(&self.cart)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            carts.remove(&self.cart);
+        }
     }
 }
 
@@ -168,19 +195,23 @@ mod tests {
         let mut all = feed.subscribe();
         feed.publish(event(&b, 1));
         feed.publish(event(&a, 2));
-        assert_eq!(only_a.try_recv().unwrap().sequence, 2);
-        assert!(only_a.try_recv().is_err());
+        assert_eq!(only_a.rx.try_recv().unwrap().sequence, 2);
+        assert!(only_a.rx.try_recv().is_err());
         assert_eq!(all.try_recv().unwrap().sequence, 1);
         assert_eq!(all.try_recv().unwrap().sequence, 2);
     }
 
     #[test]
-    fn channels_of_carts_nobody_watches_are_dropped() {
+    fn a_carts_channel_lives_as_long_as_its_last_subscriber() {
         let feed = EventFeed::new();
         let a = new_cart("USD", vec![]);
-        drop(feed.subscribe_cart(a.id));
-        assert!(feed.has_subscribers());
-        feed.publish(event(&a, 1));
+        let first = feed.subscribe_cart(a.id);
+        let second = feed.subscribe_cart(a.id);
+        assert_eq!(feed.watched_carts(), 1);
+        drop(first);
+        assert_eq!(feed.watched_carts(), 1, "one subscriber is left");
+        drop(second);
+        assert_eq!(feed.watched_carts(), 0);
         assert!(!feed.has_subscribers());
     }
 }

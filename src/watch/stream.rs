@@ -3,11 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{
-    broadcast::{self, error::RecvError},
-    mpsc, watch,
-};
+use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 
+use super::CartSubscription;
 use crate::{
     domain::{CartError, CartEvent, CartId, CartStatus, TenantId},
     metrics::Metrics,
@@ -73,16 +71,21 @@ impl Drop for OpenStream {
     }
 }
 
-/// Runs a watcher loop until it ends, its lifetime passes or the server
-/// shuts down (the last two end the stream cleanly: the client resumes).
+/// Runs a watcher loop until it ends, its lifetime passes, the server
+/// shuts down (these two end the stream cleanly: the client resumes) or
+/// the client leaves. The last is watched on its own: a loop waiting for
+/// an event that may never come would otherwise hold its subscriptions
+/// (and its memory) until the lifetime ends.
 async fn bounded(
     lifetime: Duration,
     mut closing: watch::Receiver<bool>,
+    tx: &Sender,
     run: impl Future<Output = Result<(), Stop>>,
 ) -> Result<(), Stop> {
     tokio::select! {
         r = tokio::time::timeout(lifetime, run) => r.unwrap_or(Ok(())),
         _ = closing.wait_for(|c| *c) => Ok(()),
+        () = tx.closed() => Err(Stop::ClientGone),
     }
 }
 
@@ -141,7 +144,7 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
             }
         }
     };
-    let r = bounded(lifetime, closing, run).await;
+    let r = bounded(lifetime, closing, tx.tx, run).await;
     end(tx.tx, r).await;
 }
 
@@ -152,7 +155,7 @@ pub async fn cart_events(
     cart: CartId,
     first: Option<CartEvent>,
     after_version: i64,
-    mut live: broadcast::Receiver<Arc<CartEvent>>,
+    mut live: CartSubscription,
 ) {
     let Watcher {
         store,
@@ -218,6 +221,6 @@ pub async fn cart_events(
             }
         }
     };
-    let r = bounded(lifetime, closing, run).await;
+    let r = bounded(lifetime, closing, tx.tx, run).await;
     end(tx.tx, r).await;
 }

@@ -22,4 +22,5 @@ mod security;
 mod tenancy;
 mod tls;
 mod watch;
+mod watch_cleanup;
 mod wire;
