@@ -19,13 +19,15 @@ use crate::{
     domain::Policy,
     grpc::{auth::ApiKeyAuth, service::CartApi},
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
+    metrics::http::PoolProbe,
     metrics::{Metrics, rpc::RpcLayer},
+    ports::{CartRepository, Store},
     proto::{self, cart_service_server::CartServiceServer},
     store::{
-        CartStore,
         memory::MemoryStore,
         postgres::{PgOptions, PgStore},
     },
+    usecase::Carts,
 };
 
 /// How often the health service asks the store whether it can serve.
@@ -39,7 +41,8 @@ pub struct Application {
     addr: SocketAddr,
     serve: ServeFuture,
     stop: oneshot::Sender<()>,
-    store: Arc<dyn CartStore>,
+    store: Arc<dyn Store>,
+    carts: Carts,
     metrics: Metrics,
     metrics_addr: SocketAddr,
     metrics_serve: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -57,8 +60,8 @@ fn policy(config: &Config) -> anyhow::Result<Policy> {
     })
 }
 
-pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn CartStore>> {
-    let policy = policy(config)?;
+/// The store the configuration names, and how to read its pool's use.
+pub async fn build_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<PoolProbe>)> {
     Ok(match &config.database_url {
         Some(url) => {
             let opts = PgOptions {
@@ -66,15 +69,18 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn CartStore>> 
                 pool_size: config.db_pool_size,
                 timeout: config.db_timeout,
             };
-            Arc::new(
-                PgStore::connect(&opts, policy)
+            let store = Arc::new(
+                PgStore::connect(&opts)
                     .await
                     .context("connecting to Postgres")?,
-            )
+            );
+            let pool = store.clone();
+            let probe: PoolProbe = Arc::new(move || pool.pool_use());
+            (store, Some(probe))
         }
         None => {
             tracing::warn!("DATABASE_URL is not set: carts live in memory and are lost on restart");
-            Arc::new(MemoryStore::new(policy))
+            (Arc::new(MemoryStore::new()), None)
         }
     })
 }
@@ -82,7 +88,8 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn CartStore>> 
 impl Application {
     /// Connects the store, migrates it and binds the listener (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = build_store(&config).await?;
+        let (store, pool) = build_store(&config).await?;
+        let carts = Carts::new(store.clone(), policy(&config)?);
         let auth = ApiKeyAuth::new(config.api_keys.as_ref().map(|p| &p.0[..]).unwrap_or(&[]));
         if auth.is_open() {
             tracing::warn!(
@@ -99,15 +106,15 @@ impl Application {
         let metrics_addr = metrics_listener.local_addr()?;
         let metrics = Metrics::new();
         let metrics_serve =
-            crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone());
+            crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone(), pool);
 
         let (reporter, health) = tonic_health::server::health_reporter();
         // The first status is in place before the port serves, so an early
         // probe never finds cart.v1.CartService unregistered.
-        let first = refresh_health(store.as_ref(), &reporter, None).await;
+        let first = refresh_health(&*store, &reporter, None).await;
         let mut tasks = vec![tokio::spawn(report_health(store.clone(), reporter, first))];
         tasks.push(tokio::spawn(crate::expiry::sweep_forever(
-            store.clone(),
+            carts.clone(),
             config.sweep_interval,
             metrics.clone(),
         )));
@@ -119,7 +126,7 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (closing, closing_rx) = watch::channel(false);
-        let cart_api = CartApi::new(store.clone(), config.default_currency)
+        let cart_api = CartApi::new(carts.clone(), store.clone(), config.default_currency)
             .with_stream_lifetime(config.watch_max_lifetime)
             .with_callback_hosts(config.callback_hosts.clone())
             .with_shutdown(closing_rx)
@@ -127,7 +134,7 @@ impl Application {
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let api = tonic::service::interceptor::InterceptedService::new(api, auth.clone());
         let boutique =
-            BoutiqueServer::new(BoutiqueCart::new(store.clone(), config.default_currency))
+            BoutiqueServer::new(BoutiqueCart::new(carts.clone(), config.default_currency))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let boutique = tonic::service::interceptor::InterceptedService::new(boutique, auth.clone());
 
@@ -182,6 +189,7 @@ impl Application {
             serve: Box::pin(serve),
             stop,
             store,
+            carts,
             metrics,
             metrics_addr,
             metrics_serve: Box::pin(metrics_serve),
@@ -199,8 +207,14 @@ impl Application {
         self.metrics_addr.port()
     }
 
-    pub fn store(&self) -> Arc<dyn CartStore> {
+    /// The store's ports, for tests and tools that look underneath the API.
+    pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// The cart use cases this server runs.
+    pub fn carts(&self) -> Carts {
+        self.carts.clone()
     }
 
     /// The handle to record into (watch streams, callbacks, expiry sweeps).
@@ -261,20 +275,16 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Keeps `grpc.health.v1` in step with the store: NOT_SERVING while it is unreachable.
-async fn report_health(
-    store: Arc<dyn CartStore>,
-    reporter: HealthReporter,
-    mut last: ServingStatus,
-) {
+async fn report_health(store: Arc<dyn Store>, reporter: HealthReporter, mut last: ServingStatus) {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        last = refresh_health(store.as_ref(), &reporter, Some(last)).await;
+        last = refresh_health(&*store, &reporter, Some(last)).await;
     }
 }
 
 /// Asks the store once, publishes the status when it changed and answers it.
 async fn refresh_health(
-    store: &dyn CartStore,
+    store: &dyn CartRepository,
     reporter: &HealthReporter,
     last: Option<ServingStatus>,
 ) -> ServingStatus {

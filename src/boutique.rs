@@ -1,5 +1,5 @@
 //! `hipstershop.CartService`, the cart API of Google's Online Boutique demo,
-//! as a thin adapter over the [`CartStore`], so that a deployment of the demo
+//! as a thin adapter over the cart use cases ([`Carts`]), so that a deployment of the demo
 //! can swap its cartservice for this one.
 //!
 //! A user's cart is that customer's newest ACTIVE cart of the caller's
@@ -7,7 +7,7 @@
 //! created on the first AddItem. The demo sends no prices, so lines cost 0
 //! in the cart's currency; products are SKUs and also name their lines.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -24,21 +24,22 @@ use crate::{
     },
     grpc::status::to_status,
     hipstershop::{self, cart_service_server::CartService},
-    store::{CartStore, ListQuery},
+    ports::ListQuery,
+    usecase::Carts,
 };
 
 /// Lookups before AddItem gives up on a cart that stops being ACTIVE under it.
 const ATTEMPTS: usize = 3;
 
 pub struct BoutiqueCart {
-    store: Arc<dyn CartStore>,
+    carts: Carts,
     default_currency: Currency,
 }
 
 impl BoutiqueCart {
-    pub fn new(store: Arc<dyn CartStore>, default_currency: Currency) -> Self {
+    pub fn new(carts: Carts, default_currency: Currency) -> Self {
         BoutiqueCart {
-            store,
+            carts,
             default_currency,
         }
     }
@@ -56,7 +57,7 @@ impl BoutiqueCart {
             page_size: 1,
             after: None,
         };
-        let page = self.store.list(tenant, &query).await?;
+        let page = self.carts.list(tenant, &query).await?;
         Ok(page.carts.into_iter().next())
     }
 
@@ -105,7 +106,7 @@ impl BoutiqueCart {
             callback_cancel_url: String::new(),
             items: Vec::new(),
         };
-        self.store.create(tenant, new, fingerprint, None).await
+        self.carts.create(tenant, new, fingerprint, None).await
     }
 }
 
@@ -173,7 +174,7 @@ impl CartService for BoutiqueCart {
                 .active_or_create(&tenant, &user)
                 .await
                 .map_err(to_status)?;
-            match self.store.apply(&tenant, cart.id, &cmd, 0, None).await {
+            match self.carts.change(&tenant, cart.id, &cmd, 0, None).await {
                 Ok(_) => return Ok(Response::new(hipstershop::Empty {})),
                 // Checked out or expired between the lookup and the change: look again.
                 Err(CartError::NotEditable { .. }) if attempt < ATTEMPTS => attempt += 1,
@@ -211,8 +212,8 @@ impl CartService for BoutiqueCart {
         let tenant = tenant(&req)?;
         let user = user_id(&req.get_ref().user_id)?;
         if let Some(cart) = self.active(&tenant, &user).await.map_err(to_status)? {
-            self.store
-                .apply(&tenant, cart.id, &Command::Clear, 0, None)
+            self.carts
+                .change(&tenant, cart.id, &Command::Clear, 0, None)
                 .await
                 .map_err(to_status)?;
         }

@@ -1,20 +1,21 @@
 //! The expiry sweeper: moves carts past their expiry to EXPIRED as normal
-//! versioned changes, and forgets idempotency keys past their window. Every replica runs one; the store makes concurrent
-//! sweeps safe (Postgres: `FOR UPDATE SKIP LOCKED` batches).
+//! versioned changes, and forgets idempotency keys past their window.
+//! Every replica runs one; concurrent sweeps skip each other's carts
+//! (Postgres: `FOR UPDATE SKIP LOCKED` batches).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use crate::{metrics::Metrics, store::CartStore};
+use crate::{metrics::Metrics, usecase::Carts};
 
 /// Carts expired per store call.
 const BATCH: usize = 100;
 
-pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration, metrics: Metrics) {
+pub async fn sweep_forever(carts: Carts, every: Duration, metrics: Metrics) {
     loop {
         tokio::time::sleep(every).await;
         let mut total = 0;
         loop {
-            match store.expire_due(BATCH).await {
+            match carts.expire_due(BATCH).await {
                 Ok(n) => {
                     total += n;
                     if n < BATCH {
@@ -28,7 +29,7 @@ pub async fn sweep_forever(store: Arc<dyn CartStore>, every: Duration, metrics: 
             }
         }
         metrics.expiry_sweep(total as u64);
-        match store.forget_old_keys(BATCH * 10).await {
+        match carts.forget_old_keys(BATCH * 10).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(forgotten = n, "forgot idempotency keys past the window"),
             Err(e) => tracing::warn!(error = %e, "forgetting old idempotency keys failed"),

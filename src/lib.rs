@@ -6,10 +6,13 @@ pub mod callbacks;
 pub mod config;
 pub mod domain;
 pub mod expiry;
+pub mod feed;
 pub mod grpc;
 pub mod metrics;
+pub mod ports;
 pub mod store;
 pub mod telemetry;
+pub mod usecase;
 pub mod watch;
 
 /// Code generated from `proto/cart/v1/cart.proto`.

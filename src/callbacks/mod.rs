@@ -20,7 +20,7 @@ use hyper_util::{
 use self::sign::SigningKey;
 use crate::{
     metrics::{CallbackOutcome, Metrics},
-    store::{CartStore, Delivery, Outcome},
+    ports::{Delivery, Outbox, Outcome},
 };
 
 /// How often a worker looks for due callbacks.
@@ -40,7 +40,7 @@ pub struct CallbackSettings {
 }
 
 pub struct CallbackWorker {
-    store: Arc<dyn CartStore>,
+    outbox: Arc<dyn Outbox>,
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     keys: HashMap<String, SigningKey>,
     timeout: Duration,
@@ -50,7 +50,7 @@ pub struct CallbackWorker {
 
 impl CallbackWorker {
     pub fn new(
-        store: Arc<dyn CartStore>,
+        outbox: Arc<dyn Outbox>,
         settings: &CallbackSettings,
         metrics: Metrics,
     ) -> CallbackWorker {
@@ -65,7 +65,7 @@ impl CallbackWorker {
             .map(|(tenant, secret)| (tenant.clone(), SigningKey::new(secret)))
             .collect();
         CallbackWorker {
-            store,
+            outbox,
             http: Client::builder(TokioExecutor::new()).build(https),
             keys,
             timeout: settings.timeout,
@@ -79,7 +79,7 @@ impl CallbackWorker {
         loop {
             tokio::time::sleep(POLL).await;
             let lease = Utc::now() + worker.timeout + Duration::from_secs(5);
-            let batch = match worker.store.claim_callbacks(BATCH, lease).await {
+            let batch = match worker.outbox.claim_callbacks(BATCH, lease).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot claim callbacks");
@@ -119,7 +119,7 @@ impl CallbackWorker {
                 tracing::error!(id = %d.id, tenant = d.tenant.as_str(), host, attempt = d.attempts, %error, "callback failed; giving up")
             }
         }
-        if let Err(e) = self.store.record_callback(d.id, &outcome).await {
+        if let Err(e) = self.outbox.record_callback(d.id, &outcome).await {
             // The lease runs out and another attempt follows: at least once.
             tracing::warn!(id = %d.id, error = %e, "cannot record callback attempt");
         }

@@ -18,8 +18,8 @@ use crate::{
         },
         text::{check_map, check_text, check_token, check_url},
     },
+    ports::PageCursor,
     proto,
-    store::PageCursor,
 };
 
 /// Whether an http(s) URL names one of `allowed` hosts (exact, case-insensitive).

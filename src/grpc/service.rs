@@ -1,5 +1,6 @@
 //! `cart.v1.CartService`: each RPC converts its request into domain values,
-//! makes one store call and renders the answer.
+//! calls one use case (`crate::usecase`, or `crate::watch` for streams)
+//! and renders the answer.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -20,13 +21,15 @@ use crate::{
         limits::MAX_ID_CHARS, text::check_token,
     },
     metrics::Metrics,
+    ports::{EventLog, ListQuery},
     proto::{self, cart_service_server::CartService},
-    store::{CartStore, ListQuery, MergeRequest},
-    watch::stream,
+    usecase::{Carts, MergeRequest},
+    watch as watchers,
 };
 
 pub struct CartApi {
-    store: Arc<dyn CartStore>,
+    carts: Carts,
+    events: Arc<dyn EventLog>,
     default_currency: Currency,
     stream_lifetime: Duration,
     /// Hosts callback URLs may name; None allows any.
@@ -37,9 +40,10 @@ pub struct CartApi {
 }
 
 impl CartApi {
-    pub fn new(store: Arc<dyn CartStore>, default_currency: Currency) -> Self {
+    pub fn new(carts: Carts, events: Arc<dyn EventLog>, default_currency: Currency) -> Self {
         CartApi {
-            store,
+            carts,
+            events,
             default_currency,
             stream_lifetime: Duration::from_secs(3600),
             callback_hosts: None,
@@ -96,9 +100,9 @@ impl CartApi {
         self
     }
 
-    fn watcher(&self, tenant: TenantId, tx: stream::Sender) -> stream::Watcher {
-        stream::Watcher {
-            store: self.store.clone(),
+    fn watcher(&self, tenant: TenantId, tx: watchers::Sender) -> watchers::Watcher {
+        watchers::Watcher {
+            log: self.events.clone(),
             tenant,
             lifetime: self.stream_lifetime,
             closing: self.closing.clone(),
@@ -119,8 +123,8 @@ impl CartApi {
         let expected = parse::expected_version(expected_version).map_err(to_status)?;
         let cmd = cmd.map_err(to_status)?;
         let cart = self
-            .store
-            .apply(tenant, id, &cmd, expected, idem.as_ref())
+            .carts
+            .change(tenant, id, &cmd, expected, idem.as_ref())
             .await
             .map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
@@ -196,7 +200,7 @@ impl CartService for CartApi {
             ("callback_cancel_url", &r.callback_cancel_url),
         ])?;
         let cart = self
-            .store
+            .carts
             .create(&tenant, new, fp, idem.as_ref())
             .await
             .map_err(to_status)?;
@@ -209,7 +213,7 @@ impl CartService for CartApi {
     ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
-        let cart = self.store.get(&tenant, id).await.map_err(to_status)?;
+        let cart = self.carts.get(&tenant, id).await.map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
 
@@ -228,7 +232,7 @@ impl CartService for CartApi {
             })
         })()
         .map_err(to_status)?;
-        let page = self.store.list(&tenant, &query).await.map_err(to_status)?;
+        let page = self.carts.list(&tenant, &query).await.map_err(to_status)?;
         Ok(Response::new(proto::ListCartsResponse {
             carts: page.carts.iter().map(cart_to_proto).collect(),
             next_page_token: page
@@ -340,7 +344,7 @@ impl CartService for CartApi {
         })()
         .map_err(to_status)?;
         let cart = self
-            .store
+            .carts
             .merge(&tenant, &merge, idem.as_ref())
             .await
             .map_err(to_status)?;
@@ -407,15 +411,15 @@ impl CartService for CartApi {
             )));
         }
         // Subscribe before reading, so no change falls between the two.
-        let live = self.store.feed().subscribe_cart(id);
+        let live = self.events.feed().subscribe_cart(id);
         let current = self
-            .store
+            .events
             .current_event(&tenant, id)
             .await
             .map_err(to_status)?;
         let first = (r.after_version == 0).then_some(current);
-        let (tx, rx) = mpsc::channel(stream::CLIENT_BUFFER);
-        tokio::spawn(stream::cart_events(
+        let (tx, rx) = mpsc::channel(watchers::CLIENT_BUFFER);
+        tokio::spawn(watchers::cart_events(
             self.watcher(tenant, tx),
             id,
             first,
@@ -444,11 +448,11 @@ impl CartService for CartApi {
         // "From now on" is fixed before answering, so that every change
         // committed after the call returns is sent.
         let after = match r.after_sequence {
-            0 => self.store.head_now().await.map_err(to_status)?,
+            0 => self.events.head_now().await.map_err(to_status)?,
             n => n,
         };
-        let (tx, rx) = mpsc::channel(stream::CLIENT_BUFFER);
-        tokio::spawn(stream::tenant_events(
+        let (tx, rx) = mpsc::channel(watchers::CLIENT_BUFFER);
+        tokio::spawn(watchers::tenant_events(
             self.watcher(tenant, tx),
             statuses,
             after,

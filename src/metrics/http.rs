@@ -11,22 +11,35 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, task::JoinSet};
 
-use super::Metrics;
-use crate::store::CartStore;
+use super::{Metrics, PoolUse};
+use crate::ports::Store;
 
 /// Bound on a readiness probe, so a hung store answers 503 rather than nothing.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Reads a connection pool's use at scrape time.
+pub type PoolProbe = Arc<dyn Fn() -> PoolUse + Send + Sync>;
+
 struct State {
     metrics: Metrics,
-    store: Arc<dyn CartStore>,
+    store: Arc<dyn Store>,
+    pool: Option<PoolProbe>,
 }
 
 /// Serves on `listener` until the future is dropped, which also closes
 /// every open connection.
-pub async fn serve(listener: TcpListener, metrics: Metrics, store: Arc<dyn CartStore>) {
-    let state = Arc::new(State { metrics, store });
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    store: Arc<dyn Store>,
+    pool: Option<PoolProbe>,
+) {
+    let state = Arc::new(State {
+        metrics,
+        store,
+        pool,
+    });
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -64,7 +77,7 @@ async fn handle(
     Ok(match req.uri().path() {
         "/metrics" => {
             let body = state.metrics.render(
-                state.store.pool_status(),
+                state.pool.as_ref().map(|p| p()),
                 state.store.feed().watched_carts(),
             );
             let mut res = Response::new(Full::new(Bytes::from(body)));

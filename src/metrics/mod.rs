@@ -18,8 +18,6 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::store::PoolUse;
-
 /// How a callback delivery attempt ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CallbackOutcome {
@@ -63,6 +61,18 @@ struct CallbackLabels {
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open (idle or in use).
+    pub size: usize,
+    /// Idle connections ready to be taken.
+    pub available: usize,
+    pub max_size: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
 
 /// Cheap to clone; every clone records into the same registry.
 #[derive(Clone)]

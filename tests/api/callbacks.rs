@@ -7,8 +7,8 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use cart_service::{
     config::{Backoff, Config, Pairs},
     domain::TenantId,
+    ports::DeliveryState,
     proto::{self, Actor, ConfirmationType, CreateCartRequest, UpdateCartRequest},
-    store::DeliveryState,
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use cart_service::{
     app::Application,
     config::{Config, Pairs},
+    ports::Store,
     proto::{self, cart_service_client::CartServiceClient},
-    store::CartStore,
+    usecase::Carts,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -94,7 +95,8 @@ pub struct TestApp {
     pub port: u16,
     channel: Channel,
     pub client: Client,
-    pub store: Arc<dyn CartStore>,
+    pub store: Arc<dyn Store>,
+    pub carts: Carts,
     stop: Option<oneshot::Sender<()>>,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     /// Where /metrics, /healthz and /readyz answer.
@@ -159,6 +161,7 @@ pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
     let store = app.store();
+    let carts = app.carts();
     let metrics_addr = ([127, 0, 0, 1], app.metrics_port()).into();
     let metrics = app.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -175,6 +178,7 @@ pub async fn serve(config: Config) -> TestApp {
         channel,
         client,
         store,
+        carts,
         stop: Some(stop),
         running: Some(running),
         metrics_addr,

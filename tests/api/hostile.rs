@@ -15,6 +15,7 @@ use cart_service::{
     grpc::service::CartApi,
     proto::{self, cart_service_server::CartService},
     store::memory::MemoryStore,
+    usecase::Carts,
 };
 use proptest::{prelude::*, test_runner::TestRunner};
 use tonic::{Code, Request};
@@ -379,8 +380,10 @@ fn generated_requests_get_ok_or_a_clear_client_error() {
         .enable_all()
         .build()
         .unwrap();
+    let store = Arc::new(MemoryStore::new());
     let api = CartApi::new(
-        Arc::new(MemoryStore::new(Policy::default())),
+        Carts::new(store.clone(), Policy::default()),
+        store,
         Currency::parse("USD").unwrap(),
     );
     let known: Vec<String> = rt.block_on(async {

@@ -3,21 +3,12 @@
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
-use crate::domain::CartError;
+use crate::{domain::CartError, ports::Conflict};
 
-/// What a failed statement means for the call that ran it.
-#[derive(Debug)]
-pub enum PgFailure {
-    /// The same idempotency key was recorded by a concurrent call.
-    KeyTaken,
-    /// Serialization failure or deadlock: the whole call may be run again.
-    Retry,
-    Error(CartError),
-}
-
-pub fn classify(e: &tokio_postgres::Error) -> PgFailure {
+/// What a failed statement means for the unit of work that ran it.
+pub fn classify(e: &tokio_postgres::Error) -> Conflict {
     let Some(db) = e.as_db_error() else {
-        return PgFailure::Error(if e.is_closed() || is_io(e) {
+        return Conflict::Failed(if e.is_closed() || is_io(e) {
             // No answer from the server: the connection broke or never was.
             CartError::Unavailable(e.to_string())
         } else {
@@ -27,11 +18,11 @@ pub fn classify(e: &tokio_postgres::Error) -> PgFailure {
     };
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("idempotency_keys_pkey") {
-        PgFailure::KeyTaken
+        Conflict::KeyTaken
     } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
     {
-        PgFailure::Retry
+        Conflict::Retry
     } else if code.code().starts_with("08")
         || code.code().starts_with("57P")
         || code.code().starts_with("53")
@@ -39,13 +30,13 @@ pub fn classify(e: &tokio_postgres::Error) -> PgFailure {
     {
         // Connection exceptions, shutdowns, resources exhausted, a replica
         // that cannot write: all of them pass.
-        PgFailure::Error(CartError::Unavailable(format!(
+        Conflict::Failed(CartError::Unavailable(format!(
             "{}: {}",
             code.code(),
             db.message()
         )))
     } else {
-        PgFailure::Error(CartError::Internal(format!(
+        Conflict::Failed(CartError::Internal(format!(
             "{}: {}",
             code.code(),
             db.message()
@@ -53,19 +44,20 @@ pub fn classify(e: &tokio_postgres::Error) -> PgFailure {
     }
 }
 
-impl PgFailure {
-    /// For calls that do not retry.
-    pub fn into_error(self) -> CartError {
-        match self {
-            PgFailure::Error(err) => err,
-            PgFailure::KeyTaken => CartError::IdempotencyKeyReused,
-            PgFailure::Retry => CartError::Unavailable("concurrent change; retry".into()),
+/// For statements outside a unit of work, which the caller does not retry.
+pub fn pg(e: tokio_postgres::Error) -> CartError {
+    match classify(&e) {
+        Conflict::Failed(err) => err,
+        Conflict::KeyTaken => CartError::IdempotencyKeyReused,
+        Conflict::Raced | Conflict::Retry => {
+            CartError::Unavailable("concurrent change; retry".into())
         }
     }
 }
 
-pub fn pg(e: tokio_postgres::Error) -> CartError {
-    classify(&e).into_error()
+/// The same, for a unit of work.
+pub fn fail(e: tokio_postgres::Error) -> Conflict {
+    classify(&e)
 }
 
 pub fn pool(e: PoolError) -> CartError {
@@ -73,13 +65,6 @@ pub fn pool(e: PoolError) -> CartError {
         PoolError::Backend(e) => pg(e),
         other => CartError::Unavailable(other.to_string()),
     }
-}
-
-// Unused since documents decode straight into Cart (Json<Cart>); kept for
-// other decoders of stored JSON.
-#[allow(dead_code)]
-pub fn json(e: serde_json::Error) -> CartError {
-    CartError::Internal(format!("stored cart does not decode: {e}"))
 }
 
 fn is_io(e: &tokio_postgres::Error) -> bool {

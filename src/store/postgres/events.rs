@@ -1,17 +1,50 @@
-//! Reading the event log (for watchers) and expiring carts.
+//! Reading the event log, for watchers.
 
-use super::{
-    PgStore, cart_at,
-    errors::{PgFailure, pg},
-    event_from_row, sql,
-    writes::write,
-};
+use async_trait::async_trait;
+
+use super::{PgStore, errors::pg, event_from_row, feed, sql};
 use crate::{
-    domain::{CartError, CartEvent, CartId, Command, TenantId},
-    store::now,
+    domain::{CartError, CartEvent, CartId, TenantId},
+    feed::EventFeed,
+    ports::EventLog,
 };
 
-pub(super) async fn tenant_events(
+#[async_trait]
+impl EventLog for PgStore {
+    async fn tenant_events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        tenant_events(self, tenant, after, limit).await
+    }
+
+    async fn cart_events(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        cart_events(self, tenant, cart, after_version, limit).await
+    }
+
+    async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
+        current_event(self, tenant, cart).await
+    }
+
+    async fn head_now(&self) -> Result<i64, CartError> {
+        let client = self.client().await?;
+        feed::head_now(&client).await
+    }
+
+    fn feed(&self) -> &EventFeed {
+        &self.feed
+    }
+}
+
+async fn tenant_events(
     store: &PgStore,
     tenant: &TenantId,
     after: i64,
@@ -33,7 +66,7 @@ pub(super) async fn tenant_events(
     rows.iter().map(event_from_row).collect()
 }
 
-pub(super) async fn cart_events(
+async fn cart_events(
     store: &PgStore,
     tenant: &TenantId,
     cart: CartId,
@@ -52,7 +85,7 @@ pub(super) async fn cart_events(
     rows.iter().map(event_from_row).collect()
 }
 
-pub(super) async fn current_event(
+async fn current_event(
     store: &PgStore,
     tenant: &TenantId,
     cart: CartId,
@@ -67,35 +100,4 @@ pub(super) async fn current_event(
         .await
         .map_err(pg)?;
     event_from_row(&row.ok_or(CartError::CartNotFound)?)
-}
-
-pub(super) async fn expire_due(store: &PgStore, limit: usize) -> Result<usize, CartError> {
-    let mut client = store.client().await?;
-    let now = now();
-    let tx = client.transaction().await.map_err(pg)?;
-    let stmt = tx.prepare_cached(sql::DUE_CARTS).await.map_err(pg)?;
-    let rows = tx
-        .query(&stmt, &[&now, &(limit as i64)])
-        .await
-        .map_err(pg)?;
-    let mut expired = 0;
-    for row in &rows {
-        let tenant = TenantId(row.try_get(0).map_err(pg)?);
-        let mut cart = cart_at(row, 1)?;
-        // Another sweeper may have expired it between its commit and our lock.
-        let Ok(change) = cart.apply(&Command::Expire, 0, now, &store.policy) else {
-            continue;
-        };
-        if write(&tx, &tenant, &cart, change, now, None)
-            .await
-            .map_err(PgFailure::into_error)?
-        {
-            expired += 1;
-        }
-    }
-    tx.commit().await.map_err(pg)?;
-    if expired > 0 {
-        store.committed.poke();
-    }
-    Ok(expired)
 }

@@ -1,4 +1,4 @@
-//! The Postgres publisher of the event feed (see `crate::watch` for the
+//! The Postgres publisher of the event feed (see `crate::feed` for the
 //! design): one task per replica computes the head of the event log and
 //! publishes new events; a second keeps a LISTEN connection that wakes the
 //! publisher when another replica commits. Both use their own connections,
@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::{errors::pg, event_from_row, sql};
-use crate::{domain::CartError, watch::EventFeed};
+use crate::{domain::CartError, feed::EventFeed};
 
 /// Safety net: look again at least this often even when nothing woke us.
 const POLL: Duration = Duration::from_millis(500);

@@ -1,12 +1,8 @@
-//! The Postgres store (deadpool-postgres + tokio-postgres).
-//!
-//! A change to one cart reads the cart (and the idempotency key, pipelined
-//! on the same connection: one round trip), applies the command in Rust,
-//! then writes cart, event and key with one conditional statement (second
-//! round trip, its own transaction). When a concurrent writer won the race
-//! the call runs again inside a transaction that locks the row first, so a
-//! contended cart is serialised by Postgres instead of retried without end.
-//! No `pg_notify` is sent in writes: watchers read the event log.
+//! The Postgres store (deadpool-postgres + tokio-postgres): every port of
+//! `crate::ports`. Units of work are in `unit` (the write path), the event
+//! log in `events`, the callback outbox in `outbox`, the feed's publisher
+//! in `feed`. No `pg_notify` is sent in writes: watchers read the event
+//! log, and other replicas hear of commits from a NOTIFY sent after them.
 
 mod errors;
 mod events;
@@ -14,33 +10,22 @@ mod feed;
 mod migrate;
 mod outbox;
 mod sql;
-mod writes;
+mod unit;
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, Row, types::Json};
-use uuid::Uuid;
 
-use self::errors::{PgFailure, classify, pg, pool};
-use super::{
-    CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, now,
-};
+use self::errors::{pg, pool};
 use crate::{
-    domain::{
-        Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
-        NewCart, Policy, TenantId,
-    },
-    watch::EventFeed,
+    domain::{Cart, CartError, CartEvent, CartId, CartStatus, EventType, TenantId},
+    feed::EventFeed,
+    metrics::PoolUse,
+    ports::{CartPage, CartRepository, Isolation, ListQuery, UnitOfWork},
 };
-
-/// Attempts of one call before it answers UNAVAILABLE: the first is
-/// optimistic, later ones lock the cart and only meet a concurrent key or a
-/// serialization failure.
-const MAX_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -52,7 +37,6 @@ pub struct PgOptions {
 
 pub struct PgStore {
     pool: Pool,
-    policy: Policy,
     feed: Arc<EventFeed>,
     /// Poked after each commit so this replica's watchers hear of it at once.
     committed: Arc<feed::Committed>,
@@ -61,7 +45,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects, applies the embedded migrations under an advisory lock and
     /// builds the pool.
-    pub async fn connect(opts: &PgOptions, policy: Policy) -> Result<PgStore, CartError> {
+    pub async fn connect(opts: &PgOptions) -> Result<PgStore, CartError> {
         let mut cfg: tokio_postgres::Config = opts
             .url
             .parse()
@@ -90,7 +74,6 @@ impl PgStore {
         let committed = feed::start(cfg.clone(), feed.clone()).await;
         Ok(PgStore {
             pool,
-            policy,
             feed,
             committed,
         })
@@ -100,51 +83,16 @@ impl PgStore {
         self.pool.get().await.map_err(pool)
     }
 
-    /// Runs `attempt` until it succeeds, fails for good or runs out of tries.
-    async fn retrying<'a, F, Fut>(
-        &'a self,
-        tenant: &TenantId,
-        idem: Option<&IdempotencyKey>,
-        mut attempt: F,
-    ) -> Result<Cart, CartError>
-    where
-        F: FnMut(usize) -> Fut,
-        Fut: Future<Output = Result<Cart, PgFailure>> + 'a,
-    {
-        for n in 0..MAX_ATTEMPTS {
-            match attempt(n).await {
-                Ok(cart) => {
-                    self.committed.poke();
-                    return Ok(cart);
-                }
-                Err(PgFailure::Error(e)) => return Err(e),
-                Err(PgFailure::Retry) => tracing::debug!(attempt = n, "cart write raced, retrying"),
-                Err(PgFailure::KeyTaken) => {
-                    // Either a concurrent call with this key committed (the
-                    // next attempt replays it) or an expired key is in the way.
-                    if let Some(key) = idem {
-                        let client = self.client().await?;
-                        let cutoff = now() - IDEMPOTENCY_WINDOW;
-                        client
-                            .execute(sql::FORGET_KEY, &[&tenant.as_str(), &key.key, &cutoff])
-                            .await
-                            .map_err(pg)?;
-                    }
-                }
-            }
+    /// Connection pool use, for metrics.
+    pub fn pool_use(&self) -> PoolUse {
+        let s = self.pool.status();
+        PoolUse {
+            size: s.size,
+            available: s.available,
+            max_size: s.max_size,
+            waiting: s.waiting,
         }
-        Err(CartError::Unavailable(
-            "too much contention on this cart; retry".into(),
-        ))
     }
-}
-
-fn fail(e: tokio_postgres::Error) -> PgFailure {
-    classify(&e)
-}
-
-fn doc(row: &Row) -> Result<Cart, PgFailure> {
-    cart_at(row, 0).map_err(PgFailure::Error)
 }
 
 fn cart_at(row: &Row, idx: usize) -> Result<Cart, CartError> {
@@ -173,20 +121,7 @@ fn event_from_row(row: &Row) -> Result<CartEvent, CartError> {
 }
 
 #[async_trait]
-impl CartStore for PgStore {
-    async fn create(
-        &self,
-        tenant: &TenantId,
-        new: NewCart,
-        fingerprint: [u8; 32],
-        idem: Option<&IdempotencyKey>,
-    ) -> Result<Cart, CartError> {
-        self.retrying(tenant, idem, |_| {
-            self.try_create(tenant, &new, fingerprint, idem)
-        })
-        .await
-    }
-
+impl CartRepository for PgStore {
     async fn get(&self, tenant: &TenantId, id: CartId) -> Result<Cart, CartError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql::GET_CART).await.map_err(pg)?;
@@ -194,8 +129,7 @@ impl CartStore for PgStore {
             .query_opt(&stmt, &[&tenant.as_str(), &id])
             .await
             .map_err(pg)?;
-        let row = row.ok_or(CartError::CartNotFound)?;
-        doc(&row).map_err(PgFailure::into_error)
+        cart_at(&row.ok_or(CartError::CartNotFound)?, 0)
     }
 
     async fn list(&self, tenant: &TenantId, q: &ListQuery) -> Result<CartPage, CartError> {
@@ -217,73 +151,44 @@ impl CartStore for PgStore {
             )
             .await
             .map_err(pg)?;
-        let mut carts = Vec::with_capacity(rows.len());
-        for row in &rows {
-            carts.push(doc(row).map_err(PgFailure::into_error)?);
-        }
+        let carts = rows
+            .iter()
+            .map(|r| cart_at(r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CartPage::from_overfetch(carts, q.page_size))
     }
 
-    async fn apply(
-        &self,
-        tenant: &TenantId,
-        id: CartId,
-        cmd: &Command,
-        expected_version: i64,
-        idem: Option<&IdempotencyKey>,
-    ) -> Result<Cart, CartError> {
-        self.retrying(tenant, idem, |n| {
-            self.try_apply(tenant, id, cmd, expected_version, idem, n > 0)
-        })
-        .await
-    }
-
-    async fn merge(
-        &self,
-        tenant: &TenantId,
-        req: &MergeRequest,
-        idem: Option<&IdempotencyKey>,
-    ) -> Result<Cart, CartError> {
-        self.retrying(tenant, idem, |_| self.try_merge(tenant, req, idem))
-            .await
-    }
-
-    async fn check_health(&self) -> Result<(), CartError> {
+    async fn begin(&self, isolation: Isolation) -> Result<Box<dyn UnitOfWork>, CartError> {
         let client = self.client().await?;
-        client.simple_query("SELECT 1").await.map_err(pg)?;
+        let locked = isolation == Isolation::Locked;
+        let unit = unit::PgUnit::begin(client, locked, self.committed.clone()).await?;
+        Ok(Box::new(unit))
+    }
+
+    async fn forget_key(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        cutoff: DateTime<Utc>,
+    ) -> Result<(), CartError> {
+        let client = self.client().await?;
+        client
+            .execute(sql::FORGET_KEY, &[&tenant.as_str(), &key, &cutoff])
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 
-    async fn tenant_events(
+    async fn forget_keys_before(
         &self,
-        tenant: &TenantId,
-        after: i64,
+        cutoff: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<CartEvent>, CartError> {
-        events::tenant_events(self, tenant, after, limit).await
-    }
-
-    async fn cart_events(
-        &self,
-        tenant: &TenantId,
-        cart: CartId,
-        after_version: i64,
-        limit: usize,
-    ) -> Result<Vec<CartEvent>, CartError> {
-        events::cart_events(self, tenant, cart, after_version, limit).await
-    }
-
-    async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
-        events::current_event(self, tenant, cart).await
-    }
-
-    async fn forget_old_keys(&self, limit: usize) -> Result<usize, CartError> {
+    ) -> Result<usize, CartError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(sql::FORGET_OLD_KEYS)
             .await
             .map_err(pg)?;
-        let cutoff = now() - IDEMPOTENCY_WINDOW;
         let n = client
             .execute(&stmt, &[&cutoff, &(limit as i64)])
             .await
@@ -291,46 +196,9 @@ impl CartStore for PgStore {
         Ok(n as usize)
     }
 
-    async fn expire_due(&self, limit: usize) -> Result<usize, CartError> {
-        events::expire_due(self, limit).await
-    }
-
-    fn feed(&self) -> &EventFeed {
-        &self.feed
-    }
-
-    fn pool_status(&self) -> Option<super::PoolUse> {
-        let s = self.pool.status();
-        Some(super::PoolUse {
-            size: s.size,
-            available: s.available,
-            max_size: s.max_size,
-            waiting: s.waiting,
-        })
-    }
-
-    async fn claim_callbacks(
-        &self,
-        limit: usize,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Delivery>, CartError> {
-        outbox::claim(self, limit, lease_until).await
-    }
-
-    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
-        outbox::record(self, id, outcome).await
-    }
-
-    async fn callbacks_of(
-        &self,
-        tenant: &TenantId,
-        cart: CartId,
-    ) -> Result<Vec<DeliveryState>, CartError> {
-        outbox::deliveries_of(self, tenant, cart).await
-    }
-
-    async fn head_now(&self) -> Result<i64, CartError> {
+    async fn check_health(&self) -> Result<(), CartError> {
         let client = self.client().await?;
-        feed::head_now(&client).await
+        client.simple_query("SELECT 1").await.map_err(pg)?;
+        Ok(())
     }
 }

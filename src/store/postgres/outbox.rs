@@ -1,13 +1,37 @@
 //! The callback outbox: claiming due deliveries, recording attempts.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{PgStore, errors::pg, sql};
 use crate::{
-    domain::{CartError, CartId, TenantId},
-    store::{Delivery, DeliveryState, Outcome, now},
+    domain::{CartError, CartId, TenantId, now},
+    ports::{Delivery, DeliveryState, Outbox, Outcome},
 };
+
+#[async_trait]
+impl Outbox for PgStore {
+    async fn claim_callbacks(
+        &self,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, CartError> {
+        claim(self, limit, lease_until).await
+    }
+
+    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
+        record(self, id, outcome).await
+    }
+
+    async fn callbacks_of(
+        &self,
+        tenant: &TenantId,
+        cart: CartId,
+    ) -> Result<Vec<DeliveryState>, CartError> {
+        deliveries_of(self, tenant, cart).await
+    }
+}
 
 pub(super) async fn claim(
     store: &PgStore,

@@ -8,13 +8,16 @@ pub const GET_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2"
 /// As GET_CART, holding the row until the transaction ends.
 pub const LOCK_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2 FOR UPDATE";
 
+/// $1 tenant, $2 ids.
+pub const GET_CARTS: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2)";
+
 /// $1 tenant, $2 ids; locks in id order so that two merges cannot deadlock.
 pub const LOCK_CARTS: &str =
     "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
 
-/// $1 tenant, $2 key, $3 oldest creation time still remembered.
-pub const GET_KEY: &str = "SELECT fingerprint, response FROM idempotency_keys \
-     WHERE tenant = $1 AND key = $2 AND created_at > $3";
+/// $1 tenant, $2 key (at any age: the use case judges the window).
+pub const GET_KEY: &str = "SELECT fingerprint, response, created_at FROM idempotency_keys \
+     WHERE tenant = $1 AND key = $2";
 
 /// $1 tenant, $2 key, $3 cutoff: forgets a key older than the window so it can be used again.
 pub const FORGET_KEY: &str =
@@ -78,7 +81,7 @@ WHERE tenant = $1
 ORDER BY created_at DESC, id DESC
 LIMIT $6";
 
-/// An event query: the columns `row_to_event` reads, then `$rest`.
+/// An event query: the columns `event_from_row` reads, then `$rest`.
 macro_rules! events {
     ($rest:literal) => {
         concat!(
