@@ -17,6 +17,7 @@
 //!   already stored, at any age, is `Conflict::KeyTaken` and writes nothing;
 //! - a reference is used by at most one cart per tenant;
 //! - carts of one tenant are invisible to every other tenant.
+//!
 //! A unit of work reads before it writes: what a load sees after a save of
 //! the same unit is not specified.
 
@@ -191,7 +192,7 @@ pub enum Inserted {
     Created,
     /// The reference names this cart, made by a request with `fingerprint`.
     ReferenceTaken {
-        cart: Cart,
+        cart: Box<Cart>,
         fingerprint: Vec<u8>,
     },
 }

@@ -47,7 +47,7 @@ impl Attempt for Create<'_> {
             Inserted::ReferenceTaken {
                 cart: existing,
                 fingerprint,
-            } if fingerprint == self.fingerprint => Ok(existing),
+            } if fingerprint == self.fingerprint => Ok(*existing),
             Inserted::ReferenceTaken { .. } => {
                 Err(CartError::ReferenceTaken(cart.reference).into())
             }

@@ -3,30 +3,36 @@
 //! quantities, 500+ lines, unknown enum numbers, empty and malformed ids)
 //! must each get OK or a clear client error with its ErrorInfo: no panic,
 //! no INTERNAL. Calls go straight to the service implementation (in
-//! process, memory store) so that 100,000 of them take seconds.
+//! process) so that 100,000 of them take seconds on the memory store; a
+//! smaller run goes through Postgres too.
 
 use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
 };
 
+use crate::helpers::{Backend, fresh_database};
 use cart_service::{
     domain::{Currency, Policy, TenantId},
     grpc::service::CartApi,
+    ports::Store,
     proto::{self, cart_service_server::CartService},
-    store::memory::MemoryStore,
+    store::{
+        memory::MemoryStore,
+        postgres::{PgOptions, PgStore},
+    },
     usecase::Carts,
 };
 use proptest::{prelude::*, test_runner::TestRunner};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-/// Generated requests per run: CART_FUZZ_CASES, 100,000 by default.
-fn cases() -> u32 {
-    std::env::var("CART_FUZZ_CASES")
+/// Generated requests per run: `var` if set, else `default`.
+fn cases(var: &str, default: u32) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
+        .unwrap_or(default)
 }
 
 fn nasty_string() -> BoxedStrategy<String> {
@@ -374,13 +380,37 @@ async fn run(api: &CartApi, c: Call) -> Result<Code, String> {
     }
 }
 
+/// Memory: CART_FUZZ_CASES requests (100,000 by default).
 #[test]
-fn generated_requests_get_ok_or_a_clear_client_error() {
+fn generated_requests_get_ok_or_a_clear_client_error_in_memory() {
+    let n = cases("CART_FUZZ_CASES", 100_000);
+    generated_requests_get_ok_or_a_clear_client_error(Backend::Memory, n);
+}
+
+/// Postgres: every call reaches the database, so fewer by default
+/// (CART_FUZZ_PG_CASES, 10,000) to keep the whole suite in minutes.
+#[test]
+fn generated_requests_get_ok_or_a_clear_client_error_on_postgres() {
+    let n = cases("CART_FUZZ_PG_CASES", 10_000);
+    generated_requests_get_ok_or_a_clear_client_error(Backend::Postgres, n);
+}
+
+fn generated_requests_get_ok_or_a_clear_client_error(backend: Backend, cases: u32) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = match backend {
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Postgres => rt.block_on(async {
+            let opts = PgOptions {
+                url: fresh_database().await,
+                pool_size: 4,
+                timeout: std::time::Duration::from_secs(10),
+            };
+            Arc::new(PgStore::connect(&opts).await.expect("Postgres store"))
+        }),
+    };
     let api = CartApi::new(
         Carts::new(store.clone(), Policy::default()),
         store,
@@ -408,7 +438,7 @@ fn generated_requests_get_ok_or_a_clear_client_error() {
         ids
     });
     let config = ProptestConfig {
-        cases: cases(),
+        cases,
         failure_persistence: None,
         max_shrink_iters: 200,
         ..ProptestConfig::default()
@@ -428,8 +458,10 @@ fn generated_requests_get_ok_or_a_clear_client_error() {
         }
     });
     let (sent, ok) = (sent.into_inner(), ok.into_inner());
-    eprintln!("hostile input: {sent} requests, {ok} OK, the rest clear client errors");
+    eprintln!(
+        "hostile input ({backend:?}): {sent} requests, {ok} OK, the rest clear client errors"
+    );
     result.unwrap();
-    assert!(sent >= cases() as usize);
+    assert!(sent >= cases as usize);
     assert!(ok > 0 && ok < sent, "the generator reaches both outcomes");
 }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod merge;
 mod observability;
 mod operations;
+mod ports;
 mod replicas;
 mod security;
 mod tenancy;

@@ -64,17 +64,17 @@ impl MemoryStore {
 enum Pending {
     Insert {
         tenant: TenantId,
-        cart: Cart,
+        cart: Box<Cart>,
         fingerprint: [u8; 32],
         key: Option<IdempotencyKey>,
     },
     Save {
         tenant: TenantId,
-        cart: Cart,
+        cart: Box<Cart>,
         change: Change,
         at: DateTime<Utc>,
         callback: Option<CallbackDue>,
-        key: Option<(IdempotencyKey, Cart)>,
+        key: Option<Box<(IdempotencyKey, Cart)>>,
     },
 }
 
@@ -135,13 +135,16 @@ impl State {
                 };
                 self.record(feed, &tenant, &cart, created, cart.created_at);
                 if let Some(key) = key {
-                    self.remember(&tenant, key, cart.clone(), cart.created_at);
+                    self.remember(&tenant, key, (*cart).clone(), cart.created_at);
                 }
                 if !cart.reference.is_empty() {
                     self.references
                         .insert((tenant.clone(), cart.reference.clone()), cart.id);
                 }
-                let stored = StoredCart { cart, fingerprint };
+                let stored = StoredCart {
+                    cart: *cart,
+                    fingerprint,
+                };
                 self.carts.insert((tenant, stored.cart.id), stored);
             }
             Pending::Save {
@@ -157,11 +160,11 @@ impl State {
                     self.callbacks
                         .push(log::MemoryCallback::new(&tenant, &cart, due, at));
                 }
-                if let Some((key, response)) = key {
+                if let Some((key, response)) = key.map(|k| *k) {
                     self.remember(&tenant, key, response, at);
                 }
                 if let Some(s) = self.carts.get_mut(&(tenant, cart.id)) {
-                    s.cart = cart;
+                    s.cart = *cart;
                 }
             }
         }
@@ -236,7 +239,7 @@ impl UnitOfWork for MemoryUnit {
         {
             let existing = &self.state.carts[&(tenant.clone(), *id)];
             return Ok(Inserted::ReferenceTaken {
-                cart: existing.cart.clone(),
+                cart: Box::new(existing.cart.clone()),
                 fingerprint: existing.fingerprint.to_vec(),
             });
         }
@@ -245,7 +248,7 @@ impl UnitOfWork for MemoryUnit {
         }
         self.stage(Pending::Insert {
             tenant: tenant.clone(),
-            cart: cart.clone(),
+            cart: Box::new(cart.clone()),
             fingerprint,
             key: key.cloned(),
         });
@@ -271,11 +274,11 @@ impl UnitOfWork for MemoryUnit {
         }
         self.stage(Pending::Save {
             tenant: tenant.clone(),
-            cart: write.cart.clone(),
+            cart: Box::new(write.cart.clone()),
             change: write.change,
             at: write.at,
             callback: write.callback.clone(),
-            key: key.map(|k| (k.key.clone(), k.response.clone())),
+            key: key.map(|k| Box::new((k.key.clone(), k.response.clone()))),
         });
         Ok(())
     }

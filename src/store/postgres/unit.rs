@@ -203,7 +203,7 @@ impl UnitOfWork for PgUnit {
             .map_err(fail)?
             .ok_or(Conflict::Retry)?; // deleted in between: try again
         Ok(Inserted::ReferenceTaken {
-            cart: cart_at(&row, 0)?,
+            cart: Box::new(cart_at(&row, 0)?),
             fingerprint: row.try_get(1).map_err(fail)?,
         })
     }
