@@ -1,6 +1,7 @@
 //! Reading the event log, for watchers.
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 
 use super::{PgStore, errors::pg, event_from_row, feed, sql};
 use crate::{
@@ -17,7 +18,13 @@ impl EventLog for PgStore {
         after: i64,
         limit: usize,
     ) -> Result<Vec<CartEvent>, CartError> {
-        tenant_events(self, tenant, after, limit).await
+        // Never past the head: a smaller sequence may still commit.
+        let head = self.feed.head();
+        if head <= after {
+            return Ok(Vec::new());
+        }
+        let params: [&(dyn ToSql + Sync); 4] = [&tenant.as_str(), &after, &head, &(limit as i64)];
+        self.events(sql::TENANT_EVENTS, &params).await
     }
 
     async fn cart_events(
@@ -27,11 +34,15 @@ impl EventLog for PgStore {
         after_version: i64,
         limit: usize,
     ) -> Result<Vec<CartEvent>, CartError> {
-        cart_events(self, tenant, cart, after_version, limit).await
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&tenant.as_str(), &cart, &after_version, &(limit as i64)];
+        self.events(sql::CART_EVENTS, &params).await
     }
 
     async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
-        current_event(self, tenant, cart).await
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant.as_str(), &cart];
+        let mut events = self.events(sql::CURRENT_EVENT, &params).await?;
+        events.pop().ok_or(CartError::CartNotFound)
     }
 
     async fn head_now(&self) -> Result<i64, CartError> {
@@ -44,60 +55,16 @@ impl EventLog for PgStore {
     }
 }
 
-async fn tenant_events(
-    store: &PgStore,
-    tenant: &TenantId,
-    after: i64,
-    limit: usize,
-) -> Result<Vec<CartEvent>, CartError> {
-    let head = store.feed.head();
-    if head <= after {
-        return Ok(Vec::new());
+impl PgStore {
+    /// Runs one of the event queries of `sql`.
+    async fn events(
+        &self,
+        query: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<CartEvent>, CartError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(query).await.map_err(pg)?;
+        let rows = client.query(&stmt, params).await.map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
     }
-    let client = store.client().await?;
-    let stmt = client
-        .prepare_cached(sql::TENANT_EVENTS)
-        .await
-        .map_err(pg)?;
-    let rows = client
-        .query(&stmt, &[&tenant.as_str(), &after, &head, &(limit as i64)])
-        .await
-        .map_err(pg)?;
-    rows.iter().map(event_from_row).collect()
-}
-
-async fn cart_events(
-    store: &PgStore,
-    tenant: &TenantId,
-    cart: CartId,
-    after_version: i64,
-    limit: usize,
-) -> Result<Vec<CartEvent>, CartError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(sql::CART_EVENTS).await.map_err(pg)?;
-    let rows = client
-        .query(
-            &stmt,
-            &[&tenant.as_str(), &cart, &after_version, &(limit as i64)],
-        )
-        .await
-        .map_err(pg)?;
-    rows.iter().map(event_from_row).collect()
-}
-
-async fn current_event(
-    store: &PgStore,
-    tenant: &TenantId,
-    cart: CartId,
-) -> Result<CartEvent, CartError> {
-    let client = store.client().await?;
-    let stmt = client
-        .prepare_cached(sql::CURRENT_EVENT)
-        .await
-        .map_err(pg)?;
-    let row = client
-        .query_opt(&stmt, &[&tenant.as_str(), &cart])
-        .await
-        .map_err(pg)?;
-    event_from_row(&row.ok_or(CartError::CartNotFound)?)
 }
