@@ -1,7 +1,7 @@
 //! Everything that can go wrong with a cart call. `grpc::status` is the one
 //! place that turns these into wire codes.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// The `google.rpc.ErrorInfo` reasons of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub enum Reason {
     CustomerMismatch,
     Unauthenticated,
     StoreUnavailable,
+    /// A bug or an unexpected answer from the store: not the caller's doing.
+    Internal,
 }
 
 impl Reason {
@@ -49,6 +51,7 @@ impl Reason {
             Reason::CustomerMismatch => "CUSTOMER_MISMATCH",
             Reason::Unauthenticated => "UNAUTHENTICATED",
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
+            Reason::Internal => "INTERNAL",
         }
     }
 }
@@ -116,10 +119,69 @@ pub enum CartError {
     Unavailable(String),
     /// A bug or an unexpected store answer; logged in full, never detailed to callers.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] InternalError),
 }
 
+/// What went wrong inside, for the log: a description and, when another
+/// error caused it, that error itself (so the log shows its whole chain).
+#[derive(Debug, Clone)]
+pub struct InternalError {
+    description: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl InternalError {
+    pub fn caused_by(
+        description: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        InternalError {
+            description: description.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+}
+
+impl fmt::Display for InternalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl std::error::Error for InternalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Equal when they say the same (the cause is for the log).
+impl PartialEq for InternalError {
+    fn eq(&self, other: &Self) -> bool {
+        self.description == other.description
+    }
+}
+
+impl Eq for InternalError {}
+
 impl CartError {
+    /// An internal error with no other error behind it.
+    pub fn internal(description: impl Into<String>) -> Self {
+        CartError::Internal(InternalError {
+            description: description.into(),
+            cause: None,
+        })
+    }
+
+    /// An internal error caused by `cause`.
+    pub fn internal_from(
+        description: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        CartError::Internal(InternalError::caused_by(description, cause))
+    }
+
     pub fn invalid(
         field: impl Into<String>,
         reason: Reason,
@@ -145,7 +207,7 @@ impl CartError {
             CartError::CustomerMismatch(_) => Reason::CustomerMismatch,
             CartError::Unauthenticated => Reason::Unauthenticated,
             CartError::Unavailable(_) => Reason::StoreUnavailable,
-            CartError::Internal(_) => Reason::StoreUnavailable,
+            CartError::Internal(_) => Reason::Internal,
         }
     }
 }

@@ -220,7 +220,7 @@ pub fn new_cart(
     let (Some(currency), Some(country), Some(confirmation_type)) =
         (currency, country, confirmation_type)
     else {
-        return Err(CartError::Internal("checked fields missing".into()));
+        return Err(CartError::internal("checked fields missing"));
     };
     Ok(NewCart {
         customer_id: r.customer_id.clone(),

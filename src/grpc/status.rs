@@ -72,7 +72,8 @@ pub fn to_status(err: CartError) -> Status {
             Code::Unavailable
         }
         CartError::Internal(e) => {
-            tracing::error!(error = %e, "internal error");
+            let cause = std::error::Error::source(e).map(|c| format!("{c:?}"));
+            tracing::error!(error = %e, cause, "internal error");
             Code::Internal
         }
     };
@@ -139,10 +140,15 @@ mod tests {
             (CartError::IdempotencyKeyReused, Code::InvalidArgument),
             (CartError::Empty, Code::FailedPrecondition),
             (CartError::Unavailable("x".into()), Code::Unavailable),
+            (CartError::internal("x"), Code::Internal),
         ];
         for (err, code) in cases {
             let reason = err.reason();
             let status = to_status(err);
+            if code == Code::Internal {
+                assert_eq!(reason.as_str(), "INTERNAL", "its own reason, not the store's");
+                assert_eq!(status.message(), "internal error", "no detail to callers");
+            }
             assert_eq!(status.code(), code);
             assert_eq!(
                 status.get_details_error_info().unwrap().reason,

@@ -89,7 +89,7 @@ impl EventLog for MemoryStore {
             .rev()
             .find(|e| &e.tenant == tenant && e.cart.id == cart && e.version() == version)
             .map(|e| CartEvent::clone(e))
-            .ok_or_else(|| CartError::Internal("a cart without its event".into()))
+            .ok_or_else(|| CartError::internal("a cart without its event"))
     }
 
     async fn head_now(&self) -> Result<i64, CartError> {

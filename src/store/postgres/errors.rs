@@ -6,14 +6,14 @@ use tokio_postgres::error::SqlState;
 use crate::{domain::CartError, ports::Conflict};
 
 /// What a failed statement means for the unit of work that ran it.
-pub fn classify(e: &tokio_postgres::Error) -> Conflict {
+pub fn classify(e: tokio_postgres::Error) -> Conflict {
     let Some(db) = e.as_db_error() else {
-        return Conflict::Failed(if e.is_closed() || is_io(e) {
+        return Conflict::Failed(if e.is_closed() || is_io(&e) {
             // No answer from the server: the connection broke or never was.
             CartError::Unavailable(e.to_string())
         } else {
             // Encoding or decoding on our side: a bug, not an outage.
-            CartError::Internal(e.to_string())
+            CartError::internal_from("encoding or decoding a statement", e)
         });
     };
     let code = db.code();
@@ -36,17 +36,14 @@ pub fn classify(e: &tokio_postgres::Error) -> Conflict {
             db.message()
         )))
     } else {
-        Conflict::Failed(CartError::Internal(format!(
-            "{}: {}",
-            code.code(),
-            db.message()
-        )))
+        let what = format!("SQLSTATE {}", code.code());
+        Conflict::Failed(CartError::internal_from(what, e))
     }
 }
 
 /// For statements outside a unit of work, which the caller does not retry.
 pub fn pg(e: tokio_postgres::Error) -> CartError {
-    match classify(&e) {
+    match classify(e) {
         Conflict::Failed(err) => err,
         Conflict::KeyTaken => CartError::IdempotencyKeyReused,
         Conflict::Raced | Conflict::Retry => {
@@ -57,7 +54,7 @@ pub fn pg(e: tokio_postgres::Error) -> CartError {
 
 /// The same, for a unit of work.
 pub fn fail(e: tokio_postgres::Error) -> Conflict {
-    classify(&e)
+    classify(e)
 }
 
 pub fn pool(e: PoolError) -> CartError {

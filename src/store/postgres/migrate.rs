@@ -26,7 +26,7 @@ pub async fn run(cfg: &tokio_postgres::Config) -> Result<(), CartError> {
     let report = migrations::runner()
         .run_async(&mut client)
         .await
-        .map_err(|e| CartError::Internal(format!("migrations failed: {e}")));
+        .map_err(|e| CartError::internal_from("migrations failed", e));
     // Closing the session releases the lock even if the unlock is not sent.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])

@@ -49,7 +49,7 @@ impl PgStore {
         let mut cfg: tokio_postgres::Config = opts
             .url
             .parse()
-            .map_err(|e| CartError::Internal(format!("DATABASE_URL is not a Postgres URL: {e}")))?;
+            .map_err(|e| CartError::internal_from("DATABASE_URL is not a Postgres URL", e))?;
         cfg.connect_timeout(opts.timeout);
         if cfg.get_application_name().is_none() {
             cfg.application_name("cart-service");
@@ -69,7 +69,7 @@ impl PgStore {
             .recycle_timeout(Some(opts.timeout))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| CartError::Internal(format!("pool: {e}")))?;
+            .map_err(|e| CartError::internal_from("building the pool", e))?;
         let feed = Arc::new(EventFeed::new());
         let committed = feed::start(cfg.clone(), feed.clone()).await;
         Ok(PgStore {
@@ -105,7 +105,7 @@ fn cart_at(row: &Row, idx: usize) -> Result<Cart, CartError> {
 /// Reads a row of the event queries in `sql` (see its `events!` macro).
 fn event_from_row(row: &Row) -> Result<CartEvent, CartError> {
     let unknown =
-        |what: &str, v: &str| CartError::Internal(format!("unknown {what} {v:?} in cart_events"));
+        |what: &str, v: &str| CartError::internal(format!("unknown {what} {v:?} in cart_events"));
     let kind: &str = row.try_get(2).map_err(pg)?;
     let previous: Option<&str> = row.try_get(3).map_err(pg)?;
     Ok(CartEvent {

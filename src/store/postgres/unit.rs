@@ -139,7 +139,7 @@ impl UnitOfWork for PgUnit {
         limit: usize,
     ) -> Result<Vec<(TenantId, Cart)>, Conflict> {
         if !self.in_tx {
-            return Err(CartError::Internal("load_expired needs a locked unit".into()).into());
+            return Err(CartError::internal("load_expired needs a locked unit").into());
         }
         let c = self.client();
         let stmt = c.prepare_cached(sql::DUE_CARTS).await.map_err(fail)?;
