@@ -22,6 +22,7 @@ use crate::{
     metrics::Metrics,
     proto::{self, cart_service_server::CartService},
     store::{CartStore, ListQuery, MergeRequest},
+    telemetry,
     watch::stream,
 };
 
@@ -116,6 +117,7 @@ impl CartApi {
         idem: Option<IdempotencyKey>,
     ) -> Result<Response<proto::Cart>, Status> {
         let id = parse::cart_id(cart_id, "cart_id").map_err(to_status)?;
+        telemetry::record_cart_id(id);
         let expected = parse::expected_version(expected_version).map_err(to_status)?;
         let cmd = cmd.map_err(to_status)?;
         let cart = self
@@ -200,6 +202,7 @@ impl CartService for CartApi {
             .create(&tenant, new, fp, idem.as_ref())
             .await
             .map_err(to_status)?;
+        telemetry::record_cart_id(cart.id);
         Ok(Response::new(cart_to_proto(&cart)))
     }
 
@@ -209,6 +212,7 @@ impl CartService for CartApi {
     ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
+        telemetry::record_cart_id(id);
         let cart = self.store.get(&tenant, id).await.map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
@@ -339,6 +343,7 @@ impl CartService for CartApi {
             })
         })()
         .map_err(to_status)?;
+        telemetry::record_cart_id(merge.source);
         let cart = self
             .store
             .merge(&tenant, &merge, idem.as_ref())
@@ -399,6 +404,7 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
+        telemetry::record_cart_id(id);
         if r.after_version < 0 {
             return Err(to_status(CartError::invalid(
                 "after_version",

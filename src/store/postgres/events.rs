@@ -1,9 +1,11 @@
 //! Reading the event log (for watchers) and expiring carts.
 
+use tracing::Instrument as _;
+
 use super::{
     PgStore, cart_at,
     errors::{PgFailure, pg},
-    event_from_row, sql,
+    event_from_row, sql, traced,
     writes::write,
 };
 use crate::{
@@ -28,6 +30,7 @@ pub(super) async fn tenant_events(
         .map_err(pg)?;
     let rows = client
         .query(&stmt, &[&tenant.as_str(), &after, &head, &(limit as i64)])
+        .instrument(traced::statement(sql::TENANT_EVENTS))
         .await
         .map_err(pg)?;
     rows.iter().map(event_from_row).collect()
@@ -47,6 +50,7 @@ pub(super) async fn cart_events(
             &stmt,
             &[&tenant.as_str(), &cart, &after_version, &(limit as i64)],
         )
+        .instrument(traced::statement(sql::CART_EVENTS))
         .await
         .map_err(pg)?;
     rows.iter().map(event_from_row).collect()
@@ -64,6 +68,7 @@ pub(super) async fn current_event(
         .map_err(pg)?;
     let row = client
         .query_opt(&stmt, &[&tenant.as_str(), &cart])
+        .instrument(traced::statement(sql::CURRENT_EVENT))
         .await
         .map_err(pg)?;
     event_from_row(&row.ok_or(CartError::CartNotFound)?)

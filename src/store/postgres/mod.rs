@@ -14,6 +14,7 @@ mod feed;
 mod migrate;
 mod outbox;
 mod sql;
+mod traced;
 mod writes;
 
 use std::{sync::Arc, time::Duration};
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, Row, types::Json};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use self::errors::{PgFailure, classify, pg, pool};
@@ -127,6 +129,7 @@ impl PgStore {
                         let cutoff = now() - IDEMPOTENCY_WINDOW;
                         client
                             .execute(sql::FORGET_KEY, &[&tenant.as_str(), &key.key, &cutoff])
+                            .instrument(traced::statement(sql::FORGET_KEY))
                             .await
                             .map_err(pg)?;
                     }
@@ -192,6 +195,7 @@ impl CartStore for PgStore {
         let stmt = client.prepare_cached(sql::GET_CART).await.map_err(pg)?;
         let row = client
             .query_opt(&stmt, &[&tenant.as_str(), &id])
+            .instrument(traced::statement(sql::GET_CART))
             .await
             .map_err(pg)?;
         let row = row.ok_or(CartError::CartNotFound)?;
@@ -215,6 +219,7 @@ impl CartStore for PgStore {
                     &limit,
                 ],
             )
+            .instrument(traced::statement(sql::LIST_CARTS))
             .await
             .map_err(pg)?;
         let mut carts = Vec::with_capacity(rows.len());

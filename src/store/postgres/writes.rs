@@ -6,9 +6,10 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::Json;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{PgStore, doc, errors::PgFailure, fail, sql};
+use super::{PgStore, doc, errors::PgFailure, fail, sql, traced};
 use crate::{
     domain::{
         Cart, CartError, CartId, Command, IdempotencyKey, NewCart, TenantId,
@@ -28,6 +29,7 @@ pub(super) async fn remembered(
     let cutoff = now() - IDEMPOTENCY_WINDOW;
     let row = c
         .query_opt(&stmt, &[&tenant.as_str(), &key.key, &cutoff])
+        .instrument(traced::statement(sql::GET_KEY))
         .await
         .map_err(fail)?;
     let Some(row) = row else { return Ok(None) };
@@ -86,6 +88,7 @@ pub(super) async fn write(
                 &cb_payload,
             ],
         )
+        .instrument(traced::statement(sql::WRITE_CART))
         .await
         .map_err(fail)?;
     Ok(row.get::<_, i64>(0) == 1)
@@ -168,6 +171,7 @@ impl PgStore {
         let stmt = tx.prepare_cached(sql::LOCK_CARTS).await.map_err(fail)?;
         let rows = tx
             .query(&stmt, &[&tenant.as_str(), &ids])
+            .instrument(traced::statement(sql::LOCK_CARTS))
             .await
             .map_err(fail)?;
         let mut carts = rows.iter().map(doc).collect::<Result<Vec<_>, _>>()?;
@@ -247,6 +251,7 @@ impl PgStore {
                     &key_fp,
                 ],
             )
+            .instrument(traced::statement(sql::INSERT_CART))
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) == 1 {
@@ -259,6 +264,7 @@ impl PgStore {
             .map_err(fail)?;
         let Some(row) = client
             .query_opt(&stmt, &[&tenant.as_str(), &reference])
+            .instrument(traced::statement(sql::GET_BY_REFERENCE))
             .await
             .map_err(fail)?
         else {
@@ -285,6 +291,7 @@ async fn read(
         let stmt = c.prepare_cached(query).await.map_err(fail)?;
         let row = c
             .query_opt(&stmt, &[&tenant.as_str(), &id])
+            .instrument(traced::statement(query))
             .await
             .map_err(fail)?;
         row.as_ref().map(doc).transpose()
