@@ -2,6 +2,7 @@
 //! store and over Postgres (a fresh database per test), driven through the
 //! generated client.
 
+mod collector;
 mod helpers;
 mod proxy;
 mod receiver;
@@ -17,6 +18,7 @@ mod lifecycle;
 mod merge;
 mod observability;
 mod operations;
+mod otlp;
 mod replicas;
 mod security;
 mod tenancy;
