@@ -11,6 +11,7 @@ mod boutique;
 mod callbacks;
 mod carts;
 mod concurrency;
+mod dashboard;
 mod hostile;
 mod idempotency;
 mod items;
