@@ -81,6 +81,14 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "CART_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// OTLP/gRPC collector to export traces to (`http://collector:4317`); unset exports nothing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "cart-service")]
+    pub otel_service_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,6 +163,7 @@ impl fmt::Debug for Config {
             .field("default_currency", &self.default_currency)
             .field("db_pool_size", &self.db_pool_size)
             .field("log_format", &self.log_format)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish_non_exhaustive()
     }
 }

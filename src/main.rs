@@ -9,10 +9,13 @@ use cart_service::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(&config)?;
     tracing::info!(?config, "starting");
     let app = Application::build(config).await?;
-    app.run_until(shutdown_signal()).await?;
+    let served = app.run_until(shutdown_signal()).await;
+    // The last spans go out even when the server failed.
+    telemetry.shutdown().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,10 +17,13 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
+use tracing::Instrument as _;
+
 use self::sign::SigningKey;
 use crate::{
     metrics::{CallbackOutcome, Metrics},
     ports::{Delivery, Outbox, Outcome},
+    telemetry,
 };
 
 /// How often a worker looks for due callbacks.
@@ -155,6 +158,10 @@ impl CallbackWorker {
         if let Some(key) = self.keys.get(d.tenant.as_str()) {
             req = req.header("webhook-signature", key.sign(&id, timestamp, &d.body));
         }
+        let span = telemetry::callback_span(&d.url);
+        if let Some(headers) = req.headers_mut() {
+            telemetry::inject_context(&span, headers);
+        }
         let req = req
             .body(Full::new(Bytes::from(d.body.clone())))
             .map_err(|e| format!("bad request: {e}"))?;
@@ -167,8 +174,10 @@ impl CallbackWorker {
                 .await;
             Ok(status)
         };
-        tokio::time::timeout(self.timeout, exchange)
+        let answer = tokio::time::timeout(self.timeout, exchange.instrument(span.clone()))
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)));
+        telemetry::record_callback_answer(&span, &answer);
+        answer
     }
 }

@@ -23,6 +23,7 @@ use crate::{
     metrics::Metrics,
     ports::{EventLog, ListQuery},
     proto::{self, cart_service_server::CartService},
+    telemetry,
     usecase::{Carts, MergeRequest},
     watch as watchers,
 };
@@ -120,6 +121,7 @@ impl CartApi {
         idem: Option<IdempotencyKey>,
     ) -> Result<Response<proto::Cart>, Status> {
         let id = parse::cart_id(cart_id, "cart_id").map_err(to_status)?;
+        telemetry::record_cart_id(id);
         let expected = parse::expected_version(expected_version).map_err(to_status)?;
         let cmd = cmd.map_err(to_status)?;
         let cart = self
@@ -204,6 +206,7 @@ impl CartService for CartApi {
             .create(&tenant, new, fp, idem.as_ref())
             .await
             .map_err(to_status)?;
+        telemetry::record_cart_id(cart.id);
         Ok(Response::new(cart_to_proto(&cart)))
     }
 
@@ -213,6 +216,7 @@ impl CartService for CartApi {
     ) -> Result<Response<proto::Cart>, Status> {
         let tenant = tenant(&req)?;
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
+        telemetry::record_cart_id(id);
         let cart = self.carts.get(&tenant, id).await.map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
@@ -343,6 +347,7 @@ impl CartService for CartApi {
             })
         })()
         .map_err(to_status)?;
+        telemetry::record_cart_id(merge.source);
         let cart = self
             .carts
             .merge(&tenant, &merge, idem.as_ref())
@@ -403,6 +408,7 @@ impl CartService for CartApi {
         let tenant = tenant(&req)?;
         let r = req.get_ref();
         let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
+        telemetry::record_cart_id(id);
         if r.after_version < 0 {
             return Err(to_status(CartError::invalid(
                 "after_version",

@@ -146,7 +146,11 @@ mod tests {
             let reason = err.reason();
             let status = to_status(err);
             if code == Code::Internal {
-                assert_eq!(reason.as_str(), "INTERNAL", "its own reason, not the store's");
+                assert_eq!(
+                    reason.as_str(),
+                    "INTERNAL",
+                    "its own reason, not the store's"
+                );
                 assert_eq!(status.message(), "internal error", "no detail to callers");
             }
             assert_eq!(status.code(), code);

@@ -217,7 +217,7 @@ impl Call {
         let request_id = header("x-request-id")
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
-        let span = tracing::info_span!("rpc", method = %method, request_id = %request_id);
+        let span = crate::telemetry::rpc_span(&method, &request_id, &tenant, req.headers());
         Call {
             shared: shared.clone(),
             method,
@@ -235,6 +235,8 @@ impl Call {
         }
         let elapsed = self.start.elapsed();
         self.shared.metrics.rpc(&self.method, code, elapsed);
+        crate::telemetry::record_rpc_status(&self.span, code);
+        let trace_id = crate::telemetry::trace_id(&self.span);
         // Microsecond precision, so the number prints short.
         let duration_ms = elapsed.as_micros() as f64 / 1000.0;
         // A root event: its fields are on the line, not repeated from a span.
@@ -247,6 +249,7 @@ impl Call {
                     duration_ms,
                     tenant = %self.tenant,
                     request_id = %self.request_id,
+                    trace_id = trace_id.as_deref(),
                     "rpc finished"
                 )
             };

@@ -2,6 +2,7 @@
 //! store and over Postgres (a fresh database per test), driven through the
 //! generated client.
 
+mod collector;
 mod helpers;
 mod proxy;
 mod receiver;
@@ -10,6 +11,7 @@ mod boutique;
 mod callbacks;
 mod carts;
 mod concurrency;
+mod dashboard;
 mod hostile;
 mod idempotency;
 mod items;
@@ -17,6 +19,7 @@ mod lifecycle;
 mod merge;
 mod observability;
 mod operations;
+mod otlp;
 mod ports;
 mod replicas;
 mod security;

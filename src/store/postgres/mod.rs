@@ -10,6 +10,7 @@ mod feed;
 mod migrate;
 mod outbox;
 mod sql;
+mod traced;
 mod unit;
 
 use std::{sync::Arc, time::Duration};
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, Row, types::Json};
+use tracing::Instrument as _;
 
 use self::errors::{pg, pool};
 use crate::{
@@ -127,6 +129,7 @@ impl CartRepository for PgStore {
         let stmt = client.prepare_cached(sql::GET_CART).await.map_err(pg)?;
         let row = client
             .query_opt(&stmt, &[&tenant.as_str(), &id])
+            .instrument(traced::statement(sql::GET_CART))
             .await
             .map_err(pg)?;
         cart_at(&row.ok_or(CartError::CartNotFound)?, 0)
@@ -149,6 +152,7 @@ impl CartRepository for PgStore {
                     &limit,
                 ],
             )
+            .instrument(traced::statement(sql::LIST_CARTS))
             .await
             .map_err(pg)?;
         let carts = rows
@@ -174,6 +178,7 @@ impl CartRepository for PgStore {
         let client = self.client().await?;
         client
             .execute(sql::FORGET_KEY, &[&tenant.as_str(), &key, &cutoff])
+            .instrument(traced::statement(sql::FORGET_KEY))
             .await
             .map_err(pg)?;
         Ok(())

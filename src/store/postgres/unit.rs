@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use tokio_postgres::types::Json;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{cart_at, errors::fail, feed::Committed, sql};
+use super::{cart_at, errors::fail, feed::Committed, sql, traced};
 use crate::{
     domain::{Cart, CartError, CartId, IdempotencyKey, TenantId},
     ports::{Conflict, Inserted, KeyRecord, Loaded, Remembered, UnitOfWork, Write},
@@ -117,6 +118,7 @@ impl UnitOfWork for PgUnit {
             let stmt = c.prepare_cached(sql::GET_KEY).await.map_err(fail)?;
             let Some(row) = c
                 .query_opt(&stmt, &[&tenant.as_str(), &key])
+                .instrument(traced::statement(sql::GET_KEY))
                 .await
                 .map_err(fail)?
             else {
@@ -145,6 +147,7 @@ impl UnitOfWork for PgUnit {
         let stmt = c.prepare_cached(sql::DUE_CARTS).await.map_err(fail)?;
         let rows = c
             .query(&stmt, &[&now, &(limit as i64)])
+            .instrument(traced::statement(sql::DUE_CARTS))
             .await
             .map_err(fail)?;
         rows.iter()
@@ -186,6 +189,7 @@ impl UnitOfWork for PgUnit {
                     &key_fp,
                 ],
             )
+            .instrument(traced::statement(sql::INSERT_CART))
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) == 1 {
@@ -199,6 +203,7 @@ impl UnitOfWork for PgUnit {
             .map_err(fail)?;
         let row = c
             .query_opt(&stmt, &[&tenant.as_str(), &reference])
+            .instrument(traced::statement(sql::GET_BY_REFERENCE))
             .await
             .map_err(fail)?
             .ok_or(Conflict::Retry)?; // deleted in between: try again
@@ -255,6 +260,7 @@ impl UnitOfWork for PgUnit {
                     &cb_payload,
                 ],
             )
+            .instrument(traced::statement(sql::WRITE_CART))
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) != 1 {
