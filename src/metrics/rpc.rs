@@ -249,7 +249,7 @@ impl Call {
                     duration_ms,
                     tenant = %self.tenant,
                     request_id = %self.request_id,
-                    trace_id = trace_id.as_deref(),
+                    trace_id = trace_id.as_deref().map(tracing::field::display),
                     "rpc finished"
                 )
             };

@@ -1,8 +1,9 @@
 //! Logs and traces. Logs: human-readable or JSON lines on stdout, filtered
-//! by RUST_LOG (default `info`). Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT`
-//! set, the spans of this crate go to an OTLP/gRPC collector through a
-//! batch processor (a full queue drops spans, it never blocks a call); with
-//! it unset no exporter is built and the span helpers do nothing.
+//! by RUST_LOG (default `info`; the OpenTelemetry crates' own lines from
+//! `warn`). Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans of
+//! this crate go to an OTLP/gRPC collector through a batch processor (a
+//! full queue drops spans, it never blocks a call); with it unset no
+//! exporter is built and the span helpers do nothing.
 
 mod otel;
 mod spans;
@@ -26,7 +27,11 @@ pub struct Telemetry {
 /// Installs the global subscriber: logs always, the OpenTelemetry layer
 /// only when an OTLP endpoint is configured.
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The OpenTelemetry crates log their own start-up at info; their
+    // warnings (a collector that does not answer, dropped spans) stay.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn")
+    });
     let logs = match config.log_format {
         LogFormat::Text => fmt::layer().with_target(false).boxed(),
         LogFormat::Json => fmt::layer()
