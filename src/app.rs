@@ -13,11 +13,12 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
+    auth::{Authenticator, layer::AuthLayer, reload::KeyFile},
     boutique::BoutiqueCart,
     callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
-    grpc::{auth::ApiKeyAuth, service::CartApi},
+    grpc::service::CartApi,
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
     metrics::{Metrics, rpc::RpcLayer},
     proto::{self, cart_service_server::CartServiceServer},
@@ -83,12 +84,8 @@ impl Application {
     /// Connects the store, migrates it and binds the listener (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let store = build_store(&config).await?;
-        let auth = ApiKeyAuth::new(config.api_keys.as_ref().map(|p| &p.0[..]).unwrap_or(&[]));
-        if auth.is_open() {
-            tracing::warn!(
-                "CART_API_KEYS is not set: serving without authentication as tenant \"default\""
-            );
-        }
+        let metrics = Metrics::new();
+        let auth = authenticator(&config, &metrics)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -97,7 +94,6 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.metrics_addr))?;
         let metrics_addr = metrics_listener.local_addr()?;
-        let metrics = Metrics::new();
         let metrics_serve =
             crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone());
 
@@ -114,6 +110,15 @@ impl Application {
         let worker =
             CallbackWorker::new(store.clone(), &callback_settings(&config), metrics.clone());
         tasks.push(tokio::spawn(worker.run()));
+        if let Some(path) = &config.api_keys_file {
+            let file = KeyFile::new(
+                auth.clone(),
+                path.clone(),
+                config.api_keys_poll,
+                metrics.clone(),
+            );
+            tasks.push(tokio::spawn(file.watch()));
+        }
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -125,16 +130,14 @@ impl Application {
             .with_shutdown(closing_rx)
             .with_metrics(metrics.clone());
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let api = tonic::service::interceptor::InterceptedService::new(api, auth.clone());
         let boutique =
             BoutiqueServer::new(BoutiqueCart::new(store.clone(), config.default_currency))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let boutique = tonic::service::interceptor::InterceptedService::new(boutique, auth.clone());
 
-        // The request id is set before the RPC layer logs it and sent back after.
+        // The request id is set before the RPC layer logs it and sent back
+        // after; the caller is authenticated once, before anything reads it.
         let rpc_layer = RpcLayer::new(
             metrics.clone(),
-            auth,
             &[
                 proto::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -144,6 +147,7 @@ impl Application {
         );
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(AuthLayer::new(auth))
             .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
             .into_inner();
@@ -234,6 +238,23 @@ impl Application {
         ops.abort();
         result.context("gRPC server failed")
     }
+}
+
+/// The keys of `CART_API_KEYS` and of `CART_API_KEYS_FILE` (a bad file at
+/// start-up is fatal; later, a bad file keeps the previous keys).
+fn authenticator(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<Authenticator>> {
+    let fixed = config.api_keys.clone().unwrap_or_default().0;
+    let file = match &config.api_keys_file {
+        Some(path) => Some(crate::auth::reload::load(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let auth = Authenticator::new(fixed, file, metrics.clone()).map_err(anyhow::Error::msg)?;
+    if auth.is_open() {
+        tracing::warn!(
+            "CART_API_KEYS and CART_API_KEYS_FILE are not set: serving without authentication as tenant \"default\""
+        );
+    }
+    Ok(Arc::new(auth))
 }
 
 fn callback_settings(config: &Config) -> CallbackSettings {

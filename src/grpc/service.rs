@@ -10,13 +10,14 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
+    auth::authorize,
     convert::{self, cart_to_proto},
     parse,
     status::to_status,
 };
 use crate::{
     domain::{
-        CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, TenantId,
+        CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, Scope, TenantId,
         limits::MAX_ID_CHARS, text::check_token,
     },
     metrics::Metrics,
@@ -127,13 +128,6 @@ impl CartApi {
     }
 }
 
-fn tenant<T>(req: &Request<T>) -> Result<TenantId, Status> {
-    req.extensions()
-        .get::<TenantId>()
-        .cloned()
-        .ok_or_else(|| to_status(CartError::Unauthenticated))
-}
-
 /// SHA-256 of the method and the request with its `request_id` cleared:
 /// the same request under the same key has the same fingerprint. Maps are
 /// BTreeMaps in generated code, so the encoding is deterministic.
@@ -185,7 +179,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::CreateCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.into_inner();
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
         // The same fingerprint guards the reference and the key.
@@ -207,7 +201,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::GetCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Read)?;
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
         let cart = self.store.get(&tenant, id).await.map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
@@ -217,7 +211,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ListCartsRequest>,
     ) -> Result<Response<proto::ListCartsResponse>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Read)?;
         let r = req.get_ref();
         let query = (|| {
             Ok::<_, CartError>(ListQuery {
@@ -243,7 +237,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::AddItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("AddItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = require_items(&r.items)
@@ -256,7 +250,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::SetItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("SetItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = require_items(&r.items)
@@ -269,7 +263,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::RemoveItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("RemoveItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = parse::skus(&r.skus).map(Command::RemoveItems);
@@ -281,7 +275,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ClearCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("ClearCart", r, &r.request_id, |m| m.request_id.clear())?;
         self.apply(
@@ -298,7 +292,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::UpdateCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("UpdateCart", r, &r.request_id, |m| m.request_id.clear())?;
         self.check_callback_hosts(&[
@@ -317,7 +311,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::MergeCartsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("MergeCarts", r, &r.request_id, |m| m.request_id.clear())?;
         let merge = (|| {
@@ -351,7 +345,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::SubmitCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("SubmitCart", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = parse::expected_total(&r.expected_total)
@@ -364,11 +358,14 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ConfirmCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
         let r = req.get_ref();
+        // The actor decides the scope; an invalid one is bad input first.
+        let actor = parse::actor(r.actor, true)
+            .map_err(to_status)?
+            .unwrap_or(crate::domain::Actor::Customer);
+        let tenant = authorize(&req, Scope::of_actor(Some(actor)))?;
         let idem = idempotency("ConfirmCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::actor(r.actor, true)
-            .map(|a| Command::Confirm(a.unwrap_or(crate::domain::Actor::Customer)));
+        let cmd = Ok(Command::Confirm(actor));
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -377,15 +374,11 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::CancelCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
         let r = req.get_ref();
+        let actor = parse::actor(r.actor, false).map_err(to_status)?;
+        let tenant = authorize(&req, Scope::of_actor(actor))?;
         let idem = idempotency("CancelCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::actor(r.actor, false).and_then(|actor| {
-            Ok(Command::Cancel {
-                actor,
-                reason: parse::cancel_reason(&r.reason)?,
-            })
-        });
+        let cmd = parse::cancel_reason(&r.reason).map(|reason| Command::Cancel { actor, reason });
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -396,7 +389,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::WatchCartRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Watch)?;
         let r = req.get_ref();
         let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
         if r.after_version < 0 {
@@ -431,7 +424,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::WatchCartsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Watch)?;
         let r = req.get_ref();
         let statuses = parse::statuses(&r.statuses).map_err(to_status)?;
         if r.after_sequence < 0 {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use cart_service::{
     app::Application,
-    config::{Config, Pairs},
+    auth::keys::{ApiKeys, parse_list},
+    config::Config,
     proto::{self, cart_service_client::CartServiceClient},
     store::CartStore,
 };
@@ -182,14 +183,10 @@ pub async fn serve(config: Config) -> TestApp {
     }
 }
 
-/// `tenant:key` pairs for `Config::api_keys`.
-pub fn keys(pairs: &[(&str, &str)]) -> Option<Pairs> {
-    Some(Pairs(
-        pairs
-            .iter()
-            .map(|(t, k)| (t.to_string(), k.to_string()))
-            .collect(),
-    ))
+/// `tenant:key` pairs for `Config::api_keys` (a key may end in `:scope+scope`).
+pub fn keys(pairs: &[(&str, &str)]) -> Option<ApiKeys> {
+    let list: Vec<String> = pairs.iter().map(|(t, k)| format!("{t}:{k}")).collect();
+    Some(parse_list(&list.join(",")).expect("valid test keys"))
 }
 
 /// Asserts a failed call's gRPC code and ErrorInfo (domain cart.v1, reason).

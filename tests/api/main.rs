@@ -18,6 +18,7 @@ mod merge;
 mod observability;
 mod operations;
 mod replicas;
+mod scopes;
 mod security;
 mod tenancy;
 mod tls;
