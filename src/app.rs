@@ -128,7 +128,8 @@ impl Application {
             .with_stream_lifetime(config.watch_max_lifetime)
             .with_callback_hosts(config.callback_hosts.clone())
             .with_shutdown(closing_rx)
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_max_watchers(config.max_watchers_per_tenant);
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let boutique =
             BoutiqueServer::new(BoutiqueCart::new(store.clone(), config.default_currency))

@@ -7,3 +7,4 @@ pub mod convert;
 pub mod parse;
 pub mod service;
 pub mod status;
+pub mod watchers;

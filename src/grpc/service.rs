@@ -14,6 +14,7 @@ use super::{
     convert::{self, cart_to_proto},
     parse,
     status::to_status,
+    watchers::{WatcherLimit, WatcherSlot, run_holding},
 };
 use crate::{
     domain::{
@@ -35,6 +36,7 @@ pub struct CartApi {
     /// Turns true when the server shuts down, ending watch streams.
     closing: watch::Receiver<bool>,
     metrics: Metrics,
+    watchers: Arc<WatcherLimit>,
 }
 
 impl CartApi {
@@ -46,7 +48,22 @@ impl CartApi {
             callback_hosts: None,
             closing: watch::channel(false).1,
             metrics: Metrics::new(),
+            watchers: WatcherLimit::new(usize::MAX),
         }
+    }
+
+    /// At most `max` watch streams per tenant on this replica.
+    pub fn with_max_watchers(mut self, max: usize) -> Self {
+        self.watchers = WatcherLimit::new(max);
+        self
+    }
+
+    /// A watch slot of `tenant`, or RESOURCE_EXHAUSTED (counted as shed).
+    fn open_watcher(&self, tenant: &TenantId) -> Result<WatcherSlot, Status> {
+        self.watchers.try_open(tenant).map_err(|e| {
+            self.metrics.shed(tenant.as_str(), e.reason().as_str());
+            to_status(e)
+        })
     }
 
     /// Where watch streams count themselves and their events.
@@ -390,6 +407,7 @@ impl CartService for CartApi {
         req: Request<proto::WatchCartRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let tenant = authorize(&req, Scope::Watch)?;
+        let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
         if r.after_version < 0 {
@@ -408,12 +426,10 @@ impl CartService for CartApi {
             .map_err(to_status)?;
         let first = (r.after_version == 0).then_some(current);
         let (tx, rx) = mpsc::channel(stream::CLIENT_BUFFER);
-        tokio::spawn(stream::cart_events(
-            self.watcher(tenant, tx),
-            id,
-            first,
-            r.after_version,
-            live,
+        tokio::spawn(run_holding(
+            slot,
+            tx.clone(),
+            stream::cart_events(self.watcher(tenant, tx), id, first, r.after_version, live),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }
@@ -425,6 +441,7 @@ impl CartService for CartApi {
         req: Request<proto::WatchCartsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let tenant = authorize(&req, Scope::Watch)?;
+        let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let statuses = parse::statuses(&r.statuses).map_err(to_status)?;
         if r.after_sequence < 0 {
@@ -441,10 +458,10 @@ impl CartService for CartApi {
             n => n,
         };
         let (tx, rx) = mpsc::channel(stream::CLIENT_BUFFER);
-        tokio::spawn(stream::tenant_events(
-            self.watcher(tenant, tx),
-            statuses,
-            after,
+        tokio::spawn(run_holding(
+            slot,
+            tx.clone(),
+            stream::tenant_events(self.watcher(tenant, tx), statuses, after),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }

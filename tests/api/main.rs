@@ -14,6 +14,7 @@ mod hostile;
 mod idempotency;
 mod items;
 mod lifecycle;
+mod limits;
 mod merge;
 mod observability;
 mod operations;

@@ -304,7 +304,7 @@ both_stores!(
 );
 
 /// The value of one series in the metrics text.
-fn metric(text: &str, series: &str) -> Option<u64> {
+pub fn metric(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
