@@ -11,6 +11,7 @@ pub mod event;
 pub mod limits;
 pub mod merge;
 pub mod money;
+pub mod size;
 pub mod status;
 pub mod text;
 

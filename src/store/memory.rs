@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, now, replay,
+    Outcome, PageBuilder, now, replay,
 };
 use crate::{
     domain::{
@@ -233,9 +233,9 @@ impl CartStore for MemoryStore {
             })
             .collect();
         carts.sort_by_key(|c| key(c));
-        carts.truncate(q.page_size + 1);
-        let carts = carts.into_iter().cloned().collect();
-        Ok(CartPage::from_overfetch(carts, q.page_size))
+        let mut page = PageBuilder::new(q.page_size);
+        carts.into_iter().take_while(|c| page.offer(c)).count();
+        Ok(page.finish())
     }
 
     async fn apply(

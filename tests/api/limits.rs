@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use cart_service::proto::{WatchCartRequest, WatchCartsRequest};
+use cart_service::proto::{
+    self, AddItemsRequest, CreateCartRequest, ListCartsRequest, WatchCartRequest, WatchCartsRequest,
+};
+use prost::Message;
 use tonic::Code;
 
 use crate::{
     both_stores,
-    helpers::{Backend, Client, assert_error, create_cart, keys, spawn_app_with},
+    helpers::{
+        Backend, Client, assert_error, create_cart, get, item, keys, spawn_app, spawn_app_with,
+    },
 };
 
 async fn watch_carts(
@@ -82,4 +87,116 @@ async fn watch_streams_are_capped_per_tenant(b: Backend) {
     assert!(shed >= Some(4), "{text}");
 }
 
-both_stores!(watch_streams_are_capped_per_tenant);
+/// `n` lines of about 66 KB each: 64 attributes of 1,000 characters.
+fn heavy_items(prefix: &str, n: usize) -> Vec<proto::ItemInput> {
+    (0..n)
+        .map(|i| {
+            let mut it = item(&format!("{prefix}-{i}"), 1, "1.00");
+            for a in 0..64 {
+                it.attributes
+                    .insert(format!("attr-{a:02}"), "x".repeat(1_000));
+            }
+            it
+        })
+        .collect()
+}
+
+const MIB: usize = 1024 * 1024;
+
+async fn a_cart_grown_toward_the_size_bound_is_refused_and_stays_readable(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = app.client.clone();
+    let cart = create_cart(&mut c, vec![]).await;
+    let mut refused = None;
+    // 4 lines (~265 KB) a call: the bound (1 MiB) is met within 5 calls.
+    for call in 0..8 {
+        let add = AddItemsRequest {
+            cart_id: cart.id.clone(),
+            items: heavy_items(&format!("c{call}"), 4),
+            ..Default::default()
+        };
+        match c.add_items(add).await {
+            Ok(_) => continue,
+            Err(e) => {
+                refused = Some(assert_error(
+                    Err::<(), _>(e),
+                    Code::FailedPrecondition,
+                    "CART_TOO_LARGE",
+                ));
+                break;
+            }
+        }
+    }
+    assert!(refused.is_some(), "the cart grew past 1 MiB");
+    // The default client (4 MiB per message) reads it, and it is within the bound.
+    let now = get(&mut c, &cart.id).await;
+    assert!(now.encoded_len() <= MIB, "{} bytes", now.encoded_len());
+    assert!(now.items.len() >= 12, "{} lines", now.items.len());
+    // Small changes that do not grow it still work: remove a line.
+    let removed = c
+        .remove_items(proto::RemoveItemsRequest {
+            cart_id: cart.id.clone(),
+            skus: vec![now.items[0].sku.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("shrinking is allowed")
+        .into_inner();
+    assert_eq!(removed.version, now.version + 1);
+}
+
+async fn list_carts_pages_stay_within_4_mib(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = app.client.clone();
+    let mut made = Vec::new();
+    // 9 carts of about 0.9 MiB each: 8 MiB, two pages at least.
+    for i in 0..9 {
+        let cart = c
+            .create_cart(CreateCartRequest {
+                currency: "USD".into(),
+                items: heavy_items(&format!("cart{i}"), 13),
+                ..Default::default()
+            })
+            .await
+            .expect("a cart under 1 MiB")
+            .into_inner();
+        assert!(cart.encoded_len() > 800_000, "{}", cart.encoded_len());
+        made.push(cart.id);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_carts(ListCartsRequest {
+                page_size: 100,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page a default client can read")
+            .into_inner();
+        pages += 1;
+        assert!(
+            page.encoded_len() <= 4 * MIB,
+            "{} bytes",
+            page.encoded_len()
+        );
+        assert!(!page.carts.is_empty());
+        seen.extend(page.carts.into_iter().map(|c| c.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        assert!(pages < 10, "paging does not end");
+    }
+    assert!(pages >= 3, "9 carts of 0.9 MiB need 3 pages, got {pages}");
+    made.reverse();
+    assert_eq!(seen, made, "newest first, each cart once");
+}
+
+both_stores!(
+    watch_streams_are_capped_per_tenant,
+    a_cart_grown_toward_the_size_bound_is_refused_and_stays_readable,
+    list_carts_pages_stay_within_4_mib,
+);

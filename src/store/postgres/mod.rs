@@ -27,12 +27,12 @@ use uuid::Uuid;
 use self::errors::{PgFailure, classify, pg, pool};
 use super::{
     CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, now,
+    Outcome, PageBuilder, now,
 };
 use crate::{
     domain::{
         Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
-        NewCart, Policy, TenantId,
+        NewCart, Policy, TenantId, limits::MAX_PAGE_BYTES,
     },
     watch::EventFeed,
 };
@@ -203,6 +203,7 @@ impl CartStore for PgStore {
         let stmt = client.prepare_cached(sql::LIST_CARTS).await.map_err(pg)?;
         let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
         let limit = (q.page_size + 1) as i64;
+        let budget = MAX_PAGE_BYTES as i64;
         let rows = client
             .query(
                 &stmt,
@@ -213,15 +214,23 @@ impl CartStore for PgStore {
                     &q.after.map(|a| a.created_at),
                     &q.after.map(|a| a.id),
                     &limit,
+                    &budget,
                 ],
             )
             .await
             .map_err(pg)?;
-        let mut carts = Vec::with_capacity(rows.len());
+        let mut page = PageBuilder::new(q.page_size);
         for row in &rows {
-            carts.push(doc(row).map_err(PgFailure::into_error)?);
+            let held: Option<Json<Cart>> = row.try_get(0).map_err(pg)?;
+            let Some(Json(cart)) = held else {
+                page.end_here();
+                break;
+            };
+            if !page.offer(&cart) {
+                break;
+            }
         }
-        Ok(CartPage::from_overfetch(carts, q.page_size))
+        Ok(page.finish())
     }
 
     async fn apply(
