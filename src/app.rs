@@ -18,7 +18,7 @@ use crate::{
     callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
-    grpc::service::CartApi,
+    grpc::{deadline::DeadlineLayer, service::CartApi},
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
     metrics::{Metrics, rpc::RpcLayer},
     proto::{self, cart_service_server::CartServiceServer},
@@ -151,6 +151,7 @@ impl Application {
             .layer(AuthLayer::new(auth))
             .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(DeadlineLayer::new(metrics.clone()))
             .into_inner();
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

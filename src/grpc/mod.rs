@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod codec;
 pub mod convert;
+pub mod deadline;
 pub mod parse;
 pub mod service;
 pub mod status;

@@ -13,8 +13,11 @@ use tonic::Code;
 use crate::{
     both_stores,
     helpers::{
-        Backend, Client, assert_error, create_cart, get, item, keys, spawn_app, spawn_app_with,
+        Backend, Client, assert_error, create_cart, fresh_database, get, item, keys, spawn_app,
+        spawn_app_with,
     },
+    operations::postgres_addr,
+    proxy::Proxy,
 };
 
 async fn watch_carts(
@@ -193,6 +196,88 @@ async fn list_carts_pages_stay_within_4_mib(b: Backend) {
     assert!(pages >= 3, "9 carts of 0.9 MiB need 3 pages, got {pages}");
     made.reverse();
     assert_eq!(seen, made, "newest first, each cart once");
+}
+
+/// With Postgres stalled and the only connection taken, a call with a
+/// deadline gives up waiting at its deadline and leaves no write behind
+/// once the store is back. (A call arriving with no time left is refused
+/// before any work: `grpc::deadline` unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_does_no_write() {
+    let db = fresh_database().await;
+    let proxy = Proxy::start(postgres_addr()).await;
+    let name = db.rsplit('/').next().unwrap().to_string();
+    let url = format!("postgres://postgres@{}/{name}", proxy.addr);
+    let app = spawn_app_with(Backend::Memory, |c| {
+        c.database_url = Some(url);
+        c.db_pool_size = 1;
+        // Longer than the test: only the deadline can end the wait.
+        c.db_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut c = app.client.clone();
+    let cart = create_cart(&mut c, vec![item("A", 1, "1")]).await;
+
+    proxy.pause();
+    // A call without a deadline takes the only connection and stalls on it.
+    let mut stalled = c.clone();
+    let id = cart.id.clone();
+    let first = tokio::spawn(async move { get(&mut stalled, &id).await });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.store.pool_status().is_none_or(|p| p.available > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the first call never took the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let add = |timeout: Duration| {
+        let mut req = tonic::Request::new(AddItemsRequest {
+            cart_id: cart.id.clone(),
+            items: vec![item("LATE", 1, "1")],
+            ..Default::default()
+        });
+        req.set_timeout(timeout);
+        req
+    };
+    let start = Instant::now();
+    let late = c
+        .add_items(add(Duration::from_millis(300)))
+        .await
+        .expect_err("the call cannot finish while Postgres is stalled");
+    // The server's answer (DEADLINE_EXCEEDED with its reason) races the
+    // client's own timer at the same deadline (tonic reports CANCELLED).
+    match late.code() {
+        Code::DeadlineExceeded => {
+            assert_error(
+                Err::<(), _>(late),
+                Code::DeadlineExceeded,
+                "DEADLINE_EXCEEDED",
+            );
+        }
+        Code::Cancelled => {}
+        other => panic!("{other:?}: {late:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // Either way the server gave the call up at its deadline.
+    let series = r#"cart_shed_calls_total{tenant="default",reason="DEADLINE_EXCEEDED"}"#;
+    while crate::scopes::metric(&app.metrics.render(None), series) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never gave the call up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    proxy.resume();
+    first.await.unwrap();
+    let now = get(&mut c, &cart.id).await;
+    assert_eq!(now.version, cart.version, "no write happened");
+    assert!(now.items.iter().all(|l| l.sku != "LATE"));
 }
 
 both_stores!(
