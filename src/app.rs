@@ -18,7 +18,11 @@ use crate::{
     callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
-    grpc::{deadline::DeadlineLayer, service::CartApi},
+    grpc::{
+        admission::{Admission, AdmissionLayer},
+        deadline::DeadlineLayer,
+        service::CartApi,
+    },
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
     metrics::{Metrics, rpc::RpcLayer},
     proto::{self, cart_service_server::CartServiceServer},
@@ -152,6 +156,10 @@ impl Application {
             .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(DeadlineLayer::new(metrics.clone()))
+            .layer(AdmissionLayer::new(
+                Admission::new(in_flight_bound(&config)),
+                metrics.clone(),
+            ))
             .into_inner();
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -239,6 +247,21 @@ impl Application {
         tasks.iter().for_each(|t| t.abort());
         ops.abort();
         result.context("gRPC server failed")
+    }
+}
+
+/// How many calls a replica works on at once (`CART_MAX_IN_FLIGHT`, or
+/// derived). On Postgres a call holds a pooled connection for most of its
+/// life: 4 x the pool keeps every connection busy while the rest of each
+/// call (decoding, encoding, the network) overlaps, with a queue for a
+/// connection at most three calls deep; measured in BENCHMARKS.md.
+fn in_flight_bound(config: &Config) -> usize {
+    if config.max_in_flight > 0 {
+        return config.max_in_flight;
+    }
+    match config.database_url {
+        Some(_) => 4 * config.db_pool_size,
+        None => 64 * std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 

@@ -37,6 +37,12 @@ pub struct Config {
     #[arg(long, env = "CART_API_KEYS_POLL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub api_keys_poll: Duration,
 
+    /// Calls this replica works on at once; past it calls fail at once with
+    /// RESOURCE_EXHAUSTED (OVERLOADED). 0 derives it: 4 x the Postgres
+    /// pool, or 64 x cores on the in-memory store (see BENCHMARKS.md).
+    #[arg(long, env = "CART_MAX_IN_FLIGHT", default_value_t = 0)]
+    pub max_in_flight: usize,
+
     /// Watch streams per tenant per replica; past it RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS).
     #[arg(long, env = "CART_MAX_WATCHERS_PER_TENANT", default_value_t = 10_000)]
     pub max_watchers_per_tenant: usize,

@@ -1,6 +1,7 @@
 //! The gRPC adapter: the CartService implementation (proto <-> domain
 //! only), request conversion, error statuses and authentication.
 
+pub mod admission;
 pub mod auth;
 pub mod codec;
 pub mod convert;

@@ -280,6 +280,79 @@ async fn a_call_past_its_deadline_does_no_write() {
     assert!(now.items.iter().all(|l| l.sku != "LATE"));
 }
 
+/// Past its bound a replica refuses at once (OVERLOADED), and a tenant
+/// holding every slot does not keep another tenant out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_capacity_calls_fail_fast_but_a_quiet_tenant_gets_in() {
+    let db = fresh_database().await;
+    let proxy = Proxy::start(postgres_addr()).await;
+    let name = db.rsplit('/').next().unwrap().to_string();
+    let url = format!("postgres://postgres@{}/{name}", proxy.addr);
+    let app = spawn_app_with(Backend::Memory, |c| {
+        c.database_url = Some(url);
+        c.api_keys = keys(&[("a", "key-a"), ("b", "key-b")]);
+        c.max_in_flight = 2;
+        c.db_pool_size = 1;
+        c.db_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let (mut a, mut b) = (
+        app.client_with_key(Some("key-a")),
+        app.client_with_key(Some("key-b")),
+    );
+    let cart = create_cart(&mut a, vec![]).await;
+    proxy.pause();
+    // Tenant A fills the replica with two calls stalled on Postgres.
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = a.clone();
+            let id = cart.id.clone();
+            tokio::spawn(async move { get(&mut c, &id).await })
+        })
+        .collect();
+    // Both are in: one holds the only connection, the other waits for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .store
+        .pool_status()
+        .is_none_or(|p| p.available > 0 || p.waiting == 0)
+    {
+        assert!(Instant::now() < deadline, "the stalled calls never got in");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A third call of A is refused at once.
+    let start = Instant::now();
+    assert_error(
+        a.list_carts(ListCartsRequest::default()).await,
+        Code::ResourceExhausted,
+        "OVERLOADED",
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let series = r#"cart_shed_calls_total{tenant="a",reason="OVERLOADED"}"#;
+    assert_eq!(
+        crate::scopes::metric(&app.metrics.render(None), series),
+        Some(1)
+    );
+    // Tenant B is admitted (its call then waits on the stalled store until its deadline).
+    let mut req = tonic::Request::new(ListCartsRequest::default());
+    req.set_timeout(Duration::from_millis(300));
+    let r = b.list_carts(req).await.expect_err("Postgres is stalled");
+    assert!(
+        matches!(r.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "B was admitted, not refused: {r:?}"
+    );
+    proxy.resume();
+    for s in stalled {
+        s.await.unwrap();
+    }
+    // Capacity is back once the stalled calls are answered.
+    a.list_carts(ListCartsRequest::default()).await.unwrap();
+}
+
 both_stores!(
     watch_streams_are_capped_per_tenant,
     a_cart_grown_toward_the_size_bound_is_refused_and_stays_readable,
