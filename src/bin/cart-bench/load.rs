@@ -369,9 +369,11 @@ pub(crate) async fn fairness(ctx_a: Arc<Ctx>) -> anyhow::Result<serde_json::Valu
         .as_ref()
         .context("fairness needs --api-key-b (tenant B)")?;
     let ctx_b = Ctx {
+        // B always seeds its own carts.
         args: Args {
             concurrency: args.concurrency_b,
             seed: args.seed ^ 0xB,
+            no_seed: false,
             ..args.clone()
         },
         channels: connect(&args.addr, 2).await?,
