@@ -13,11 +13,16 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
+    auth::{Authenticator, layer::AuthLayer, reload::KeyFile},
     boutique::BoutiqueCart,
     callbacks::{CallbackSettings, CallbackWorker},
     config::Config,
     domain::Policy,
-    grpc::{auth::ApiKeyAuth, service::CartApi},
+    grpc::{
+        admission::{Admission, AdmissionLayer},
+        deadline::DeadlineLayer,
+        service::CartApi,
+    },
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
     metrics::http::PoolProbe,
     metrics::{Metrics, rpc::RpcLayer},
@@ -43,6 +48,7 @@ pub struct Application {
     stop: oneshot::Sender<()>,
     store: Arc<dyn Store>,
     carts: Carts,
+    pool: Option<PoolProbe>,
     metrics: Metrics,
     metrics_addr: SocketAddr,
     metrics_serve: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -90,12 +96,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (store, pool) = build_store(&config).await?;
         let carts = Carts::new(store.clone(), policy(&config)?);
-        let auth = ApiKeyAuth::new(config.api_keys.as_ref().map(|p| &p.0[..]).unwrap_or(&[]));
-        if auth.is_open() {
-            tracing::warn!(
-                "CART_API_KEYS is not set: serving without authentication as tenant \"default\""
-            );
-        }
+        let metrics = Metrics::new();
+        let auth = authenticator(&config, &metrics)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -104,9 +106,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.metrics_addr))?;
         let metrics_addr = metrics_listener.local_addr()?;
-        let metrics = Metrics::new();
-        let metrics_serve =
-            crate::metrics::http::serve(metrics_listener, metrics.clone(), store.clone(), pool);
+        let metrics_serve = crate::metrics::http::serve(
+            metrics_listener,
+            metrics.clone(),
+            store.clone(),
+            pool.clone(),
+        );
 
         let (reporter, health) = tonic_health::server::health_reporter();
         // The first status is in place before the port serves, so an early
@@ -121,6 +126,15 @@ impl Application {
         let worker =
             CallbackWorker::new(store.clone(), &callback_settings(&config), metrics.clone());
         tasks.push(tokio::spawn(worker.run()));
+        if let Some(path) = &config.api_keys_file {
+            let file = KeyFile::new(
+                auth.clone(),
+                path.clone(),
+                config.api_keys_poll,
+                metrics.clone(),
+            );
+            tasks.push(tokio::spawn(file.watch()));
+        }
 
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -130,18 +144,17 @@ impl Application {
             .with_stream_lifetime(config.watch_max_lifetime)
             .with_callback_hosts(config.callback_hosts.clone())
             .with_shutdown(closing_rx)
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_max_watchers(config.max_watchers_per_tenant);
         let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let api = tonic::service::interceptor::InterceptedService::new(api, auth.clone());
         let boutique =
             BoutiqueServer::new(BoutiqueCart::new(carts.clone(), config.default_currency))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let boutique = tonic::service::interceptor::InterceptedService::new(boutique, auth.clone());
 
-        // The request id is set before the RPC layer logs it and sent back after.
+        // The request id is set before the RPC layer logs it and sent back
+        // after; the caller is authenticated once, before anything reads it.
         let rpc_layer = RpcLayer::new(
             metrics.clone(),
-            auth,
             &[
                 proto::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -151,8 +164,14 @@ impl Application {
         );
         let layers = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(AuthLayer::new(auth))
             .layer(rpc_layer)
             .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(DeadlineLayer::new(metrics.clone()))
+            .layer(AdmissionLayer::new(
+                Admission::new(in_flight_bound(&config)),
+                metrics.clone(),
+            ))
             .into_inner();
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -190,6 +209,7 @@ impl Application {
             stop,
             store,
             carts,
+            pool,
             metrics,
             metrics_addr,
             metrics_serve: Box::pin(metrics_serve),
@@ -210,6 +230,11 @@ impl Application {
     /// The store's ports, for tests and tools that look underneath the API.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// Reads the connection pool's use; None on the memory store.
+    pub fn pool_probe(&self) -> Option<PoolProbe> {
+        self.pool.clone()
     }
 
     /// The cart use cases this server runs.
@@ -248,6 +273,38 @@ impl Application {
         ops.abort();
         result.context("gRPC server failed")
     }
+}
+
+/// How many calls a replica works on at once (`CART_MAX_IN_FLIGHT`, or
+/// derived). On Postgres a call holds a pooled connection for most of its
+/// life: 4 x the pool keeps every connection busy while the rest of each
+/// call (decoding, encoding, the network) overlaps, with a queue for a
+/// connection at most three calls deep; measured in BENCHMARKS.md.
+fn in_flight_bound(config: &Config) -> usize {
+    if config.max_in_flight > 0 {
+        return config.max_in_flight;
+    }
+    match config.database_url {
+        Some(_) => 4 * config.db_pool_size,
+        None => 64 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// The keys of `CART_API_KEYS` and of `CART_API_KEYS_FILE` (a bad file at
+/// start-up is fatal; later, a bad file keeps the previous keys).
+fn authenticator(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<Authenticator>> {
+    let fixed = config.api_keys.clone().unwrap_or_default().0;
+    let file = match &config.api_keys_file {
+        Some(path) => Some(crate::auth::reload::load(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let auth = Authenticator::new(fixed, file, metrics.clone()).map_err(anyhow::Error::msg)?;
+    if auth.is_open() {
+        tracing::warn!(
+            "CART_API_KEYS and CART_API_KEYS_FILE are not set: serving without authentication as tenant \"default\""
+        );
+    }
+    Ok(Arc::new(auth))
 }
 
 fn callback_settings(config: &Config) -> CallbackSettings {

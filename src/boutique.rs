@@ -16,13 +16,13 @@ use tonic::{Request, Response, Status};
 use crate::{
     domain::{
         Amount, Cart, CartError, CartStatus, Command, ConfirmationType, Currency, FieldViolation,
-        ItemInput, NewCart, Reason, TenantId,
+        ItemInput, NewCart, Reason, Scope, TenantId,
         command::check_quantity,
         error::Violations,
         limits::MAX_ID_CHARS,
         text::{check_sku, check_token},
     },
-    grpc::status::to_status,
+    grpc::{auth::authorize, status::to_status},
     hipstershop::{self, cart_service_server::CartService},
     ports::ListQuery,
     usecase::Carts,
@@ -114,13 +114,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tenant<T>(req: &Request<T>) -> Result<TenantId, Status> {
-    req.extensions()
-        .get::<TenantId>()
-        .cloned()
-        .ok_or_else(|| to_status(CartError::Unauthenticated))
-}
-
 /// A user id is a customer id that must be given: an empty one would be
 /// every customer's carts.
 fn user_id(s: &str) -> Result<String, Status> {
@@ -165,7 +158,7 @@ impl CartService for BoutiqueCart {
         &self,
         req: Request<hipstershop::AddItemRequest>,
     ) -> Result<Response<hipstershop::Empty>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let user = user_id(&req.get_ref().user_id)?;
         let cmd = Command::AddItems(vec![item(req.get_ref().item.as_ref())?]);
         let mut attempt = 1;
@@ -187,7 +180,7 @@ impl CartService for BoutiqueCart {
         &self,
         req: Request<hipstershop::GetCartRequest>,
     ) -> Result<Response<hipstershop::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Read)?;
         let user = user_id(&req.get_ref().user_id)?;
         let cart = self.active(&tenant, &user).await.map_err(to_status)?;
         let items = cart
@@ -209,7 +202,7 @@ impl CartService for BoutiqueCart {
         &self,
         req: Request<hipstershop::EmptyCartRequest>,
     ) -> Result<Response<hipstershop::Empty>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let user = user_id(&req.get_ref().user_id)?;
         if let Some(cart) = self.active(&tenant, &user).await.map_err(to_status)? {
             self.carts

@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::domain::Currency;
+use crate::{auth::keys::ApiKeys, domain::Currency};
 
 #[derive(Parser, Clone)]
 #[command(name = "cart-service", version, about = "gRPC cart service (cart.v1)")]
@@ -22,9 +22,30 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// `tenant:key` pairs, comma-separated; unset runs open as tenant `default`.
-    #[arg(long, env = "CART_API_KEYS", value_parser = parse_pairs, hide_env_values = true)]
-    pub api_keys: Option<Pairs>,
+    /// `tenant:key` (every scope) or `tenant:key:scope+scope` entries,
+    /// comma-separated; with no keys file either, the server runs open as
+    /// tenant `default`. Scopes: read, write, watch, customer, provider.
+    #[arg(long, env = "CART_API_KEYS", value_parser = crate::auth::keys::parse_list, hide_env_values = true)]
+    pub api_keys: Option<ApiKeys>,
+
+    /// File of key entries, one a line (`#` comments), re-read when it
+    /// changes and on SIGHUP; a malformed file keeps the previous keys.
+    #[arg(long, env = "CART_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// How often the keys file is looked at for changes.
+    #[arg(long, env = "CART_API_KEYS_POLL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub api_keys_poll: Duration,
+
+    /// Calls this replica works on at once; past it calls fail at once with
+    /// RESOURCE_EXHAUSTED (OVERLOADED). 0 derives it: 4 x the Postgres
+    /// pool, or 64 x cores on the in-memory store (see BENCHMARKS.md).
+    #[arg(long, env = "CART_MAX_IN_FLIGHT", default_value_t = 0)]
+    pub max_in_flight: usize,
+
+    /// Watch streams per tenant per replica; past it RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS).
+    #[arg(long, env = "CART_MAX_WATCHERS_PER_TENANT", default_value_t = 10_000)]
+    pub max_watchers_per_tenant: usize,
 
     /// `tenant:secret` pairs for signing callbacks (`whsec_<base64>` or plain text).
     #[arg(long, env = "CART_CALLBACK_SECRETS", value_parser = parse_pairs, hide_env_values = true)]

@@ -1,6 +1,7 @@
 //! The cart service: a gRPC API (cart.v1) over a transactional cart store.
 
 pub mod app;
+pub mod auth;
 pub mod boutique;
 pub mod callbacks;
 pub mod config;

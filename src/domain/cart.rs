@@ -15,6 +15,7 @@ use super::{
     error::{CartError, FieldViolation, Reason, Violations},
     limits::{MAX_LINES, MAX_QUANTITY},
     money::Currency,
+    size,
     status::{CartStatus, ConfirmationType, EventType},
 };
 
@@ -133,6 +134,7 @@ impl Cart {
         };
         cart.add_items(&new.items, "items")?;
         cart.expires_at = policy.expiry(cart.status, now);
+        size::check_growth(None, &cart)?;
         Ok(cart)
     }
 
@@ -178,6 +180,7 @@ impl Cart {
         let previous_status = self.status;
         let event = next.change(cmd)?;
         next.bump(now, policy);
+        size::check_growth(Some(self), &next)?;
         *self = next;
         Ok(Change {
             event,

@@ -3,6 +3,8 @@
 
 use std::{fmt, sync::Arc};
 
+use super::caller::Scope;
+
 /// The `google.rpc.ErrorInfo` reasons of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -27,6 +29,11 @@ pub enum Reason {
     StoreUnavailable,
     /// A bug or an unexpected answer from the store: not the caller's doing.
     Internal,
+    MissingScope,
+    Overloaded,
+    TooManyWatchers,
+    DeadlineExceeded,
+    CartTooLarge,
 }
 
 impl Reason {
@@ -52,6 +59,11 @@ impl Reason {
             Reason::Unauthenticated => "UNAUTHENTICATED",
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::Internal => "INTERNAL",
+            Reason::MissingScope => "MISSING_SCOPE",
+            Reason::Overloaded => "OVERLOADED",
+            Reason::TooManyWatchers => "TOO_MANY_WATCHERS",
+            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Reason::CartTooLarge => "CART_TOO_LARGE",
         }
     }
 }
@@ -115,6 +127,16 @@ pub enum CartError {
     CustomerMismatch(String),
     #[error("missing or unknown API key")]
     Unauthenticated,
+    #[error("the API key lacks the scope {0:?} this call needs")]
+    MissingScope(Scope),
+    #[error("the service is over capacity; retry with backoff")]
+    Overloaded,
+    #[error("this tenant already has {limit} watch streams open on this replica")]
+    TooManyWatchers { limit: usize },
+    #[error("the deadline passed before the call could be worked on")]
+    DeadlineExceeded,
+    #[error("the cart would encode to {bytes} bytes, more than the limit of {limit}")]
+    CartTooLarge { bytes: usize, limit: usize },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A bug or an unexpected store answer; logged in full, never detailed to callers.
@@ -206,6 +228,11 @@ impl CartError {
             CartError::IdempotencyKeyReused => Reason::IdempotencyKeyReused,
             CartError::CustomerMismatch(_) => Reason::CustomerMismatch,
             CartError::Unauthenticated => Reason::Unauthenticated,
+            CartError::MissingScope(_) => Reason::MissingScope,
+            CartError::Overloaded => Reason::Overloaded,
+            CartError::TooManyWatchers { .. } => Reason::TooManyWatchers,
+            CartError::DeadlineExceeded => Reason::DeadlineExceeded,
+            CartError::CartTooLarge { .. } => Reason::CartTooLarge,
             CartError::Unavailable(_) => Reason::StoreUnavailable,
             CartError::Internal(_) => Reason::Internal,
         }

@@ -19,3 +19,8 @@ pub const MAX_MAP_VALUE_CHARS: usize = 1_024;
 /// ListCarts page size.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
+/// Encoded size of one cart (`CART_TOO_LARGE` past it), so that a client
+/// with default settings (4 MiB per message) can always read it.
+pub const MAX_CART_BYTES: usize = 1024 * 1024;
+/// Encoded size of one ListCarts page: it ends early rather than grow past it.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;

@@ -9,6 +9,7 @@ use super::{
     command::ItemInput,
     error::{CartError, FieldViolation, Reason},
     money::Amount,
+    size::check_growth,
     status::{CartStatus, EventType},
 };
 
@@ -67,10 +68,17 @@ pub fn merge(
         MergeStrategy::KeepSource => keep_source(&mut src, tgt.as_mut(), customer_id)?,
     };
     src.bump(now, policy);
+    check_growth(Some(source), &src)?;
+    let tgt = match (target.as_deref(), tgt) {
+        (Some(old), Some(mut new)) => {
+            new.bump(now, policy);
+            check_growth(Some(old), &new)?;
+            Some(new)
+        }
+        _ => None,
+    };
     *source = src;
     if let (Some(t), Some(new)) = (target, tgt) {
-        let mut new = new;
-        new.bump(now, policy);
         *t = new;
     }
     Ok(outcome)

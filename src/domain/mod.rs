@@ -2,6 +2,7 @@
 //! machine. Pure code with no I/O; both stores and the gRPC layer build on it.
 
 pub mod callback;
+pub mod caller;
 pub mod cart;
 pub mod command;
 pub mod country;
@@ -10,9 +11,11 @@ pub mod event;
 pub mod limits;
 pub mod merge;
 pub mod money;
+pub mod size;
 pub mod status;
 pub mod text;
 
+pub use caller::{AuthFailure, Authentication, Caller, Scope, Scopes};
 pub use cart::{Cart, CartId, LineItem, NewCart, Policy};
 pub use command::{Actor, Command, Details, ItemInput};
 pub use country::Country;

@@ -104,3 +104,44 @@ pub fn event_to_proto(e: &CartEvent) -> proto::CartEvent {
         cart: Some(cart_to_proto(&e.cart)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::domain::{cart::tests as carts, size::encoded_len};
+
+    /// The domain's size bound never undercounts the real encoding, and
+    /// stays close to it (so the 1 MiB bound is not much stricter than said).
+    #[test]
+    fn the_size_bound_covers_the_encoding() {
+        let mut small = carts::new_cart("USD", vec![carts::item("A", 1, "1.50")]);
+        let mut big = carts::new_cart("BHD", Vec::new());
+        for i in 0..40 {
+            let mut it = carts::item(&format!("SKU-{i}"), 99_999, "999999999.999");
+            for a in 0..64 {
+                it.attributes.insert(format!("k{a}"), "v".repeat(i * 25));
+            }
+            big.items.push(crate::domain::LineItem {
+                sku: it.sku,
+                name: "n".repeat(200),
+                quantity: it.quantity,
+                unit_price: it.unit_price.0,
+                list_price: it.unit_price.0,
+                attributes: it.attributes,
+            });
+        }
+        big.metadata.insert("m".into(), "x".repeat(1000));
+        big.merged_into_cart_id = Some(big.id);
+        for c in [&mut small, &mut big] {
+            let real = cart_to_proto(c).encoded_len();
+            let bound = encoded_len(c);
+            assert!(bound >= real, "bound {bound} < real {real}");
+            assert!(
+                bound <= real + real / 10 + 1024,
+                "bound {bound} far above {real}"
+            );
+        }
+    }
+}

@@ -1,9 +1,12 @@
 //! The gRPC adapter: the CartService implementation (proto <-> domain
 //! only), request conversion, error statuses and authentication.
 
+pub mod admission;
 pub mod auth;
 pub mod codec;
 pub mod convert;
+pub mod deadline;
 pub mod parse;
 pub mod service;
 pub mod status;
+pub mod watchers;

@@ -11,13 +11,15 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
+    auth::authorize,
     convert::{self, cart_to_proto},
     parse,
     status::to_status,
+    watchers::{WatcherLimit, WatcherSlot, run_holding},
 };
 use crate::{
     domain::{
-        CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, TenantId,
+        CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, Scope, TenantId,
         limits::MAX_ID_CHARS, text::check_token,
     },
     metrics::Metrics,
@@ -25,7 +27,7 @@ use crate::{
     proto::{self, cart_service_server::CartService},
     telemetry,
     usecase::{Carts, MergeRequest},
-    watch as watchers,
+    watch as watching,
 };
 
 pub struct CartApi {
@@ -38,6 +40,7 @@ pub struct CartApi {
     /// Turns true when the server shuts down, ending watch streams.
     closing: watch::Receiver<bool>,
     metrics: Metrics,
+    watchers: Arc<WatcherLimit>,
 }
 
 impl CartApi {
@@ -50,7 +53,22 @@ impl CartApi {
             callback_hosts: None,
             closing: watch::channel(false).1,
             metrics: Metrics::new(),
+            watchers: WatcherLimit::new(usize::MAX),
         }
+    }
+
+    /// At most `max` watch streams per tenant on this replica.
+    pub fn with_max_watchers(mut self, max: usize) -> Self {
+        self.watchers = WatcherLimit::new(max);
+        self
+    }
+
+    /// A watch slot of `tenant`, or RESOURCE_EXHAUSTED (counted as shed).
+    fn open_watcher(&self, tenant: &TenantId) -> Result<WatcherSlot, Status> {
+        self.watchers.try_open(tenant).map_err(|e| {
+            self.metrics.shed(tenant.as_str(), e.reason().as_str());
+            to_status(e)
+        })
     }
 
     /// Where watch streams count themselves and their events.
@@ -101,8 +119,8 @@ impl CartApi {
         self
     }
 
-    fn watcher(&self, tenant: TenantId, tx: watchers::Sender) -> watchers::Watcher {
-        watchers::Watcher {
+    fn watcher(&self, tenant: TenantId, tx: watching::Sender) -> watching::Watcher {
+        watching::Watcher {
             log: self.events.clone(),
             tenant,
             lifetime: self.stream_lifetime,
@@ -131,13 +149,6 @@ impl CartApi {
             .map_err(to_status)?;
         Ok(Response::new(cart_to_proto(&cart)))
     }
-}
-
-fn tenant<T>(req: &Request<T>) -> Result<TenantId, Status> {
-    req.extensions()
-        .get::<TenantId>()
-        .cloned()
-        .ok_or_else(|| to_status(CartError::Unauthenticated))
 }
 
 /// SHA-256 of the method and the request with its `request_id` cleared:
@@ -191,7 +202,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::CreateCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.into_inner();
         let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
         // The same fingerprint guards the reference and the key.
@@ -214,7 +225,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::GetCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Read)?;
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
         telemetry::record_cart_id(id);
         let cart = self.carts.get(&tenant, id).await.map_err(to_status)?;
@@ -225,7 +236,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ListCartsRequest>,
     ) -> Result<Response<proto::ListCartsResponse>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Read)?;
         let r = req.get_ref();
         let query = (|| {
             Ok::<_, CartError>(ListQuery {
@@ -251,7 +262,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::AddItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("AddItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = require_items(&r.items)
@@ -264,7 +275,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::SetItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("SetItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = require_items(&r.items)
@@ -277,7 +288,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::RemoveItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("RemoveItems", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = parse::skus(&r.skus).map(Command::RemoveItems);
@@ -289,7 +300,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ClearCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("ClearCart", r, &r.request_id, |m| m.request_id.clear())?;
         self.apply(
@@ -306,7 +317,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::UpdateCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("UpdateCart", r, &r.request_id, |m| m.request_id.clear())?;
         self.check_callback_hosts(&[
@@ -325,7 +336,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::MergeCartsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("MergeCarts", r, &r.request_id, |m| m.request_id.clear())?;
         let merge = (|| {
@@ -360,7 +371,7 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::SubmitCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Write)?;
         let r = req.get_ref();
         let idem = idempotency("SubmitCart", r, &r.request_id, |m| m.request_id.clear())?;
         let cmd = parse::expected_total(&r.expected_total)
@@ -373,11 +384,14 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ConfirmCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
         let r = req.get_ref();
+        // The actor decides the scope; an invalid one is bad input first.
+        let actor = parse::actor(r.actor, true)
+            .map_err(to_status)?
+            .unwrap_or(crate::domain::Actor::Customer);
+        let tenant = authorize(&req, Scope::of_actor(Some(actor)))?;
         let idem = idempotency("ConfirmCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::actor(r.actor, true)
-            .map(|a| Command::Confirm(a.unwrap_or(crate::domain::Actor::Customer)));
+        let cmd = Ok(Command::Confirm(actor));
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -386,15 +400,11 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::CancelCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = tenant(&req)?;
         let r = req.get_ref();
+        let actor = parse::actor(r.actor, false).map_err(to_status)?;
+        let tenant = authorize(&req, Scope::of_actor(actor))?;
         let idem = idempotency("CancelCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::actor(r.actor, false).and_then(|actor| {
-            Ok(Command::Cancel {
-                actor,
-                reason: parse::cancel_reason(&r.reason)?,
-            })
-        });
+        let cmd = parse::cancel_reason(&r.reason).map(|reason| Command::Cancel { actor, reason });
         self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
             .await
     }
@@ -405,7 +415,8 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::WatchCartRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Watch)?;
+        let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
         telemetry::record_cart_id(id);
@@ -424,13 +435,11 @@ impl CartService for CartApi {
             .await
             .map_err(to_status)?;
         let first = (r.after_version == 0).then_some(current);
-        let (tx, rx) = mpsc::channel(watchers::CLIENT_BUFFER);
-        tokio::spawn(watchers::cart_events(
-            self.watcher(tenant, tx),
-            id,
-            first,
-            r.after_version,
-            live,
+        let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
+        tokio::spawn(run_holding(
+            slot,
+            tx.clone(),
+            watching::cart_events(self.watcher(tenant, tx), id, first, r.after_version, live),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }
@@ -441,7 +450,8 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::WatchCartsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let tenant = tenant(&req)?;
+        let tenant = authorize(&req, Scope::Watch)?;
+        let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let statuses = parse::statuses(&r.statuses).map_err(to_status)?;
         if r.after_sequence < 0 {
@@ -457,11 +467,11 @@ impl CartService for CartApi {
             0 => self.events.head_now().await.map_err(to_status)?,
             n => n,
         };
-        let (tx, rx) = mpsc::channel(watchers::CLIENT_BUFFER);
-        tokio::spawn(watchers::tenant_events(
-            self.watcher(tenant, tx),
-            statuses,
-            after,
+        let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
+        tokio::spawn(run_holding(
+            slot,
+            tx.clone(),
+            watching::tenant_events(self.watcher(tenant, tx), statuses, after),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }

@@ -66,6 +66,24 @@ pub fn to_status(err: CartError) -> Status {
         }
         CartError::ReferenceTaken(_) => Code::AlreadyExists,
         CartError::Unauthenticated => Code::Unauthenticated,
+        CartError::MissingScope(scope) => {
+            meta.insert("scope".into(), scope.as_str().into());
+            Code::PermissionDenied
+        }
+        CartError::Overloaded => {
+            details.set_retry_info(Some(std::time::Duration::from_millis(100)));
+            Code::ResourceExhausted
+        }
+        CartError::TooManyWatchers { limit } => {
+            meta.insert("limit".into(), limit.to_string());
+            Code::ResourceExhausted
+        }
+        CartError::DeadlineExceeded => Code::DeadlineExceeded,
+        CartError::CartTooLarge { bytes, limit } => {
+            meta.insert("bytes".into(), bytes.to_string());
+            meta.insert("limit".into(), limit.to_string());
+            Code::FailedPrecondition
+        }
         CartError::Unavailable(e) => {
             tracing::warn!(error = %e, "store unavailable");
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));

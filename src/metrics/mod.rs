@@ -56,6 +56,19 @@ struct RpcLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    /// `ok` or `failed`.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    tenant: String,
+    /// The ErrorInfo reason the call was refused with (`OVERLOADED`, ...).
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallbackLabels {
     outcome: CallbackOutcome,
 }
@@ -95,6 +108,9 @@ struct Inner {
     callbacks: Family<CallbackLabels, Counter>,
     expiry_sweeps: Counter,
     carts_expired: Counter,
+    authentications: Family<AuthLabels, Counter>,
+    key_reloads: Family<AuthLabels, Counter>,
+    shed: Family<ShedLabels, Counter>,
 }
 
 fn rpc_histogram() -> Histogram {
@@ -184,6 +200,24 @@ impl Metrics {
             "Carts expired by sweeps",
             carts_expired.clone(),
         );
+        let authentications = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "authentications",
+            "Calls authenticated (once each), by outcome",
+            authentications.clone(),
+        );
+        let key_reloads = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "api_key_reloads",
+            "Re-reads of CART_API_KEYS_FILE, by outcome (`ok`, or `failed`: previous keys kept)",
+            key_reloads.clone(),
+        );
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "shed_calls",
+            "Calls refused without being worked on, by tenant and reason",
+            shed.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -200,6 +234,9 @@ impl Metrics {
                 callbacks,
                 expiry_sweeps,
                 carts_expired,
+                authentications,
+                key_reloads,
+                shed,
             }),
         }
     }
@@ -214,6 +251,33 @@ impl Metrics {
             .rpc_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One authentication, ok or failed.
+    pub fn authenticated(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.inner
+            .authentications
+            .get_or_create(&AuthLabels { outcome })
+            .inc();
+    }
+
+    /// One re-read of the keys file: taken, or rejected (previous keys kept).
+    pub fn keys_reloaded(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.inner
+            .key_reloads
+            .get_or_create(&AuthLabels { outcome })
+            .inc();
+    }
+
+    /// A call of `tenant` refused before any work, with ErrorInfo `reason`.
+    pub fn shed(&self, tenant: &str, reason: &'static str) {
+        let labels = ShedLabels {
+            tenant: tenant.to_string(),
+            reason,
+        };
+        self.inner.shed.get_or_create(&labels).inc();
     }
 
     pub fn watch_stream_opened(&self) {

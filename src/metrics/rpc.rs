@@ -25,7 +25,7 @@ use tower::{Layer, Service};
 use tracing::{Instrument as _, Span};
 
 use super::Metrics;
-use crate::grpc::auth::ApiKeyAuth;
+use crate::domain::Authentication;
 
 /// The method label of paths that no service on the port declares, so
 /// that scanners cannot blow up the number of series.
@@ -38,15 +38,13 @@ pub struct RpcLayer {
 
 struct Shared {
     metrics: Metrics,
-    /// Resolves the tenant for the log line; the services authenticate on their own.
-    auth: ApiKeyAuth,
     /// `package.Service/Method` of every method the port serves.
     methods: HashSet<String>,
 }
 
 impl RpcLayer {
     /// `descriptor_sets`: encoded file descriptor sets of every service served.
-    pub fn new(metrics: Metrics, auth: ApiKeyAuth, descriptor_sets: &[&[u8]]) -> RpcLayer {
+    pub fn new(metrics: Metrics, descriptor_sets: &[&[u8]]) -> RpcLayer {
         let mut methods = HashSet::new();
         for set in descriptor_sets {
             let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
@@ -66,11 +64,7 @@ impl RpcLayer {
             }
         }
         RpcLayer {
-            shared: Arc::new(Shared {
-                metrics,
-                auth,
-                methods,
-            }),
+            shared: Arc::new(Shared { metrics, methods }),
         }
     }
 }
@@ -208,12 +202,12 @@ impl Call {
             UNKNOWN_METHOD.to_string()
         };
         let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes());
-        // Unauthenticated calls log an empty tenant; the key itself never is.
-        let tenant = shared
-            .auth
-            .authenticate(header("authorization"))
-            .map(|t| t.0)
-            .unwrap_or_default();
+        // The authentication layer ran first; unauthenticated calls log an
+        // empty tenant, and the key itself never is.
+        let tenant = match req.extensions().get::<Authentication>() {
+            Some(Authentication(Ok(caller))) => caller.tenant.0.clone(),
+            _ => String::new(),
+        };
         let request_id = header("x-request-id")
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
@@ -319,11 +313,7 @@ mod tests {
         read_body: bool,
     ) -> String {
         let metrics = Metrics::new();
-        let layer = RpcLayer::new(
-            metrics.clone(),
-            ApiKeyAuth::new(&[]),
-            &[tonic_health::pb::FILE_DESCRIPTOR_SET],
-        );
+        let layer = RpcLayer::new(metrics.clone(), &[tonic_health::pb::FILE_DESCRIPTOR_SET]);
         let inner = service_fn(move |_req: Request<()>| async move {
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", status.parse().unwrap());

@@ -15,7 +15,7 @@ pub use events::EventLog;
 pub use outbox::{Delivery, DeliveryState, Outbox, Outcome};
 pub use repository::{
     CartPage, CartRepository, Conflict, Inserted, Isolation, KeyRecord, ListQuery, Loaded,
-    PageCursor, Remembered, UnitOfWork, Write,
+    PageBuilder, PageCursor, Remembered, UnitOfWork, Write,
 };
 
 /// Every port one store adapter provides, for wiring it once.

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Cart, CartError, CartId, CartStatus, IdempotencyKey, TenantId, callback::CallbackDue,
-    cart::Change,
+    cart::Change, limits::MAX_PAGE_BYTES, size::encoded_len,
 };
 
 #[async_trait]
@@ -225,13 +225,68 @@ pub struct CartPage {
 impl CartPage {
     /// A page from up to `page_size + 1` carts in list order: the extra one
     /// only says that more follow.
-    pub fn from_overfetch(mut carts: Vec<Cart>, page_size: usize) -> CartPage {
-        let more = carts.len() > page_size;
-        carts.truncate(page_size);
-        let next = carts.last().filter(|_| more).map(|c| PageCursor {
+    pub fn from_overfetch(carts: Vec<Cart>, page_size: usize) -> CartPage {
+        let mut page = PageBuilder::new(page_size);
+        carts.into_iter().take_while(|c| page.offer(c)).count();
+        page.finish()
+    }
+}
+
+/// Fills one ListCarts page from carts offered in list order: it ends
+/// after `page_size` carts, or earlier when the next cart would take the
+/// encoded page past [`MAX_PAGE_BYTES`] (always at least one cart, so a
+/// client can page through anything). The one rule for both stores.
+pub struct PageBuilder {
+    page_size: usize,
+    bytes: usize,
+    carts: Vec<Cart>,
+    next: Option<PageCursor>,
+}
+
+/// Room kept for the page's own framing and its `next_page_token`.
+const PAGE_OVERHEAD: usize = 1024;
+
+impl PageBuilder {
+    pub fn new(page_size: usize) -> PageBuilder {
+        PageBuilder {
+            page_size,
+            bytes: PAGE_OVERHEAD,
+            carts: Vec::new(),
+            next: None,
+        }
+    }
+
+    /// Offers the next cart; false once the page is complete (the cart was
+    /// not taken, and more follow).
+    pub fn offer(&mut self, cart: &Cart) -> bool {
+        if self.next.is_some() {
+            return false;
+        }
+        // A cart in a page: its bytes, tag and length prefix.
+        let size = encoded_len(cart) + 8;
+        let full = self.carts.len() == self.page_size
+            || (!self.carts.is_empty() && self.bytes + size > MAX_PAGE_BYTES);
+        if full {
+            self.end_here();
+            return false;
+        }
+        self.bytes += size;
+        self.carts.push(cart.clone());
+        true
+    }
+
+    /// Ends the page after the carts taken so far: more follow.
+    pub fn end_here(&mut self) {
+        self.next = self.carts.last().map(|c| PageCursor {
             created_at: c.created_at,
             id: c.id,
         });
-        CartPage { carts, next }
+    }
+
+    pub fn finish(self) -> CartPage {
+        CartPage {
+            carts: self.carts,
+            next: self.next,
+        }
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use cart_service::{
     app::Application,
-    config::{Config, Pairs},
+    auth::keys::{ApiKeys, parse_list},
+    config::Config,
     ports::Store,
     proto::{self, cart_service_client::CartServiceClient},
     usecase::Carts,
@@ -97,6 +98,8 @@ pub struct TestApp {
     pub client: Client,
     pub store: Arc<dyn Store>,
     pub carts: Carts,
+    /// The connection pool's use, read when called (None on memory).
+    pub pool: Option<cart_service::metrics::http::PoolProbe>,
     stop: Option<oneshot::Sender<()>>,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     /// Where /metrics, /healthz and /readyz answer.
@@ -162,6 +165,7 @@ pub async fn serve(config: Config) -> TestApp {
     let port = app.port();
     let store = app.store();
     let carts = app.carts();
+    let pool = app.pool_probe();
     let metrics_addr = ([127, 0, 0, 1], app.metrics_port()).into();
     let metrics = app.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -179,6 +183,7 @@ pub async fn serve(config: Config) -> TestApp {
         client,
         store,
         carts,
+        pool,
         stop: Some(stop),
         running: Some(running),
         metrics_addr,
@@ -186,14 +191,10 @@ pub async fn serve(config: Config) -> TestApp {
     }
 }
 
-/// `tenant:key` pairs for `Config::api_keys`.
-pub fn keys(pairs: &[(&str, &str)]) -> Option<Pairs> {
-    Some(Pairs(
-        pairs
-            .iter()
-            .map(|(t, k)| (t.to_string(), k.to_string()))
-            .collect(),
-    ))
+/// `tenant:key` pairs for `Config::api_keys` (a key may end in `:scope+scope`).
+pub fn keys(pairs: &[(&str, &str)]) -> Option<ApiKeys> {
+    let list: Vec<String> = pairs.iter().map(|(t, k)| format!("{t}:{k}")).collect();
+    Some(parse_list(&list.join(",")).expect("valid test keys"))
 }
 
 /// Asserts a failed call's gRPC code and ErrorInfo (domain cart.v1, reason).

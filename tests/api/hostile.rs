@@ -13,7 +13,7 @@ use std::sync::{
 
 use crate::helpers::{Backend, fresh_database};
 use cart_service::{
-    domain::{Currency, Policy, TenantId},
+    domain::{Authentication, Caller, Currency, Policy, Scopes, TenantId},
     grpc::service::CartApi,
     ports::Store,
     proto::{self, cart_service_server::CartService},
@@ -338,7 +338,11 @@ fn call(known: Vec<String>) -> BoxedStrategy<Call> {
 
 fn request<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.extensions_mut().insert(TenantId("fuzz".into()));
+    let caller = Caller {
+        tenant: TenantId("fuzz".into()),
+        scopes: Scopes::EVERY,
+    };
+    r.extensions_mut().insert(Authentication(Ok(caller)));
     r
 }
 

@@ -1,10 +1,13 @@
 //! A TCP proxy in front of Postgres that a test can cut and restore, to
-//! make the store unreachable for one server without touching the others.
+//! make the store unreachable for one server without touching the others,
+//! or pause (connections stay open, nothing is forwarded: a stalled store).
 
 use std::net::SocketAddr;
 
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::{JoinHandle, JoinSet},
 };
 
@@ -12,6 +15,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     task: Option<JoinHandle<()>>,
+    paused: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -22,8 +26,9 @@ impl Proxy {
             addr,
             upstream,
             task: None,
+            paused: watch::channel(false).0,
         };
-        p.task = Some(tokio::spawn(forward(listener, upstream)));
+        p.task = Some(tokio::spawn(forward(listener, upstream, p.paused.clone())));
         p
     }
 
@@ -39,7 +44,20 @@ impl Proxy {
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("rebind proxy port");
-        self.task = Some(tokio::spawn(forward(listener, self.upstream)));
+        self.task = Some(tokio::spawn(forward(
+            listener,
+            self.upstream,
+            self.paused.clone(),
+        )));
+    }
+
+    /// Stops forwarding (bytes are held, connections stay open) until `resume`.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
     }
 }
 
@@ -49,17 +67,45 @@ impl Drop for Proxy {
     }
 }
 
-async fn forward(listener: TcpListener, upstream: SocketAddr) {
+async fn forward(listener: TcpListener, upstream: SocketAddr, paused: watch::Sender<bool>) {
     // Dropping the set (when this task is aborted) aborts every connection.
     let mut conns = JoinSet::new();
     loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
+        let Ok((inbound, _)) = listener.accept().await else {
             continue;
         };
+        let paused = paused.clone();
         conns.spawn(async move {
-            if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            if let Ok(outbound) = TcpStream::connect(upstream).await {
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::join!(
+                    pump(ri, wo, paused.subscribe()),
+                    pump(ro, wi, paused.subscribe())
+                );
             }
         });
     }
+}
+
+/// Copies one direction, holding each chunk while the proxy is paused.
+async fn pump(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    mut paused: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

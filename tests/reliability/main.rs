@@ -117,6 +117,7 @@ async fn check_versions_match_events(db: &str) -> usize {
 async fn kill_9_under_load_loses_no_acknowledged_change() {
     const ROUNDS: usize = 5;
     const CLIENTS: usize = 16;
+    const PER_ROUND: usize = 200;
     let db = fresh_database().await;
     let port = free_port();
     let acked: Arc<Mutex<HashMap<String, HashSet<String>>>> = Default::default();
@@ -133,18 +134,22 @@ async fn kill_9_under_load_loses_no_acknowledged_change() {
     let mut total_acked = 0usize;
     let mut total_failed = 0usize;
     for round in 0..ROUNDS {
-        let stop_at = Instant::now() + Duration::from_millis(1500);
+        // Bounded by counts, not time: each worker makes at most PER_ROUND
+        // changes (its 4 carts stay far below 500 lines on any machine) and
+        // the server is killed once a quarter of them are acknowledged, so
+        // the kill lands while writes are in flight.
+        let round_acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let workers: Vec<_> = (0..CLIENTS)
             .map(|w| {
                 let mut c = client.clone();
                 let carts = carts.clone();
                 let acked = acked.clone();
+                let round_acked = round_acked.clone();
                 tokio::spawn(async move {
-                    let (mut ok, mut failed, mut i) = (0, 0, 0);
-                    while Instant::now() < stop_at + Duration::from_secs(2) {
+                    let (mut ok, mut failed) = (0, 0);
+                    for i in 0..PER_ROUND {
                         let cart = carts[(w * 4 + i % 4) % carts.len()].clone();
                         let sku = format!("r{round}w{w}i{i}");
-                        i += 1;
                         let req = AddItemsRequest {
                             cart_id: cart.clone(),
                             items: vec![line(sku.clone())],
@@ -153,6 +158,7 @@ async fn kill_9_under_load_loses_no_acknowledged_change() {
                         match c.add_items(req).await {
                             Ok(_) => {
                                 ok += 1;
+                                round_acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 acked.lock().unwrap().entry(cart).or_default().insert(sku);
                             }
                             Err(_) => {
@@ -167,7 +173,11 @@ async fn kill_9_under_load_loses_no_acknowledged_change() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while round_acked.load(std::sync::atomic::Ordering::Relaxed) < CLIENTS * PER_ROUND / 4 {
+            assert!(Instant::now() < deadline, "no progress before the kill");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         server.start_kill().expect("kill -9"); // SIGKILL
         let _ = server.wait().await;
         for w in workers {
@@ -228,27 +238,34 @@ async fn postgres_restart_under_load_is_survived_by_the_same_process() {
         .into_inner();
 
     // Load: one writer adding lines, recording outcomes and latencies.
+    const SKUS: usize = 100;
+    const WRITES_PER_PHASE: usize = 200;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let oks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let mut c = client.clone();
         let id = cart.id.clone();
         let done = done.clone();
+        let oks = oks.clone();
         tokio::spawn(async move {
-            let (mut ok, mut unavailable, mut other, mut slowest_failure) =
-                (0, 0, 0, Duration::ZERO);
+            let (mut unavailable, mut other, mut slowest_failure) = (0, 0, Duration::ZERO);
             let mut i = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
+                // SKUs cycle: however fast the machine, the cart stays at
+                // SKUS lines (a repeated SKU is still a change and an event).
                 let r = c
                     .add_items(AddItemsRequest {
                         cart_id: id.clone(),
-                        items: vec![line(format!("p{i}"))],
+                        items: vec![line(format!("p{}", i % SKUS))],
                         ..Default::default()
                     })
                     .await;
                 i += 1;
                 match r {
-                    Ok(_) => ok += 1,
+                    Ok(_) => {
+                        oks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(s) if s.code() == Code::Unavailable => {
                         unavailable += 1;
                         slowest_failure = slowest_failure.max(t.elapsed());
@@ -260,10 +277,21 @@ async fn postgres_restart_under_load_is_survived_by_the_same_process() {
                     }
                 }
             }
-            (ok, unavailable, other, slowest_failure)
+            (unavailable, other, slowest_failure)
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Phases bounded by counts of acknowledged writes, not by time.
+    let wait_for_oks = |n: usize| {
+        let oks = oks.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while oks.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "fewer than {n} writes in 60 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for_oks(WRITES_PER_PHASE).await;
     let restarted = Instant::now();
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -276,9 +304,11 @@ async fn postgres_restart_under_load_is_survived_by_the_same_process() {
         String::from_utf8_lossy(&out.stderr)
     );
     let down_for = restarted.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = oks.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for_oks(before + WRITES_PER_PHASE).await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, unavailable, other, slowest) = writer.await.unwrap();
+    let (unavailable, other, slowest) = writer.await.unwrap();
+    let ok = oks.load(std::sync::atomic::Ordering::Relaxed);
 
     // The same process serves again.
     let after = client

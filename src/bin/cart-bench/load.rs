@@ -42,7 +42,31 @@ impl Ctx {
         if let Some(a) = &self.auth {
             r.metadata_mut().insert("authorization", a.clone());
         }
+        if let Some(d) = self.args.deadline {
+            r.set_timeout(d);
+        }
         r
+    }
+
+    /// Records a failed call; after an overload answer, backs off first.
+    pub(crate) async fn failed(
+        &self,
+        rng: &mut Rng,
+        stats: &mut Stats,
+        op: &str,
+        e: &tonic::Status,
+    ) {
+        // tonic's client answers its own deadline as CANCELLED "Timeout expired".
+        let code = match e.code() {
+            Code::Cancelled if e.message().contains("Timeout expired") => Code::DeadlineExceeded,
+            c => c,
+        };
+        stats.error(op, code);
+        if code == Code::ResourceExhausted {
+            let base = self.args.overload_backoff;
+            let jitter = base.mul_f64(rng.below(1000) as f64 / 1000.0);
+            tokio::time::sleep(base / 2 + jitter).await;
+        }
     }
 
     pub(crate) fn request_id(&self) -> String {
@@ -169,7 +193,7 @@ pub(crate) async fn step(
 ) {
     match scenario {
         Scenario::GetCart => get_cart(ctx, c, rng, stats, started).await,
-        Scenario::AddItems => add_items(ctx, c, rng, stats, started).await,
+        Scenario::AddItems | Scenario::Overload => add_items(ctx, c, rng, stats, started).await,
         Scenario::Mixed => {
             if rng.below(100) < 80 {
                 get_cart(ctx, c, rng, stats, started).await
@@ -195,7 +219,7 @@ pub(crate) async fn get_cart(
         .await
     {
         Ok(_) => stats.record("get-cart", started.elapsed()),
-        Err(e) => stats.error("get-cart", e.code()),
+        Err(e) => ctx.failed(rng, stats, "get-cart", &e).await,
     }
 }
 
@@ -215,7 +239,7 @@ pub(crate) async fn add_items(
     };
     match c.add_items(ctx.req(r)).await {
         Ok(_) => stats.record("add-items", started.elapsed()),
-        Err(e) => stats.error("add-items", e.code()),
+        Err(e) => ctx.failed(rng, stats, "add-items", &e).await,
     }
 }
 
@@ -334,4 +358,83 @@ pub(crate) async fn drive(
         total.merge(t.await?);
     }
     Ok((total, duration))
+}
+
+/// Two tenants on one replica: A closed-loop at `--concurrency` (none when
+/// 0), B paced at `--rate-b`; answers both tenants' results.
+pub(crate) async fn fairness(ctx_a: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
+    let args = &ctx_a.args;
+    let key_b = args
+        .api_key_b
+        .as_ref()
+        .context("fairness needs --api-key-b (tenant B)")?;
+    let ctx_b = Ctx {
+        // B always seeds its own carts.
+        args: Args {
+            concurrency: args.concurrency_b,
+            seed: args.seed ^ 0xB,
+            no_seed: false,
+            ..args.clone()
+        },
+        channels: connect(&args.addr, 2).await?,
+        auth: Some(
+            format!("Bearer {key_b}")
+                .parse()
+                .context("bad --api-key-b")?,
+        ),
+        carts: Vec::new(),
+        request_seq: AtomicU64::new(0),
+        run_id: ctx_a.run_id ^ 0xB,
+    };
+    let carts = seed(Arc::new(Ctx {
+        args: ctx_b.args.clone(),
+        channels: ctx_b.channels.clone(),
+        auth: ctx_b.auth.clone(),
+        carts: Vec::new(),
+        request_seq: AtomicU64::new(0),
+        run_id: ctx_b.run_id,
+    }))
+    .await?;
+    let ctx_b = Arc::new(Ctx { carts, ..ctx_b });
+    let (warmup, duration) = (args.warmup, args.duration);
+    let a = async {
+        if args.concurrency == 0 {
+            return Ok((Stats::default(), duration));
+        }
+        drive(
+            ctx_a.clone(),
+            Scenario::AddItems,
+            args.concurrency,
+            None,
+            warmup,
+            duration,
+        )
+        .await
+    };
+    let b = drive(
+        ctx_b.clone(),
+        Scenario::AddItems,
+        args.concurrency_b,
+        Some(args.rate_b),
+        warmup,
+        duration,
+    );
+    let (a, b) = tokio::join!(a, b);
+    let ((a, d), (b, _)) = (a?, b?);
+    let secs = d.as_secs_f64();
+    print_table(
+        &format!(
+            "tenant A: add-items closed loop, concurrency {} (load {})",
+            args.concurrency,
+            loadavg()
+        ),
+        &a,
+        secs,
+    );
+    print_table(
+        &format!("tenant B: add-items at {}/s", args.rate_b),
+        &b,
+        secs,
+    );
+    Ok(serde_json::json!({ "a": stats_json(&a, secs), "b": stats_json(&b, secs) }))
 }

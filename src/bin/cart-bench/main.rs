@@ -44,6 +44,13 @@ enum Scenario {
     WatchLatency,
     /// Hold N WatchCart streams open; report server RSS and GetCart latency idle vs loaded.
     Watchers,
+    /// AddItems closed-loop far past capacity (e.g. --concurrency 640
+    /// --deadline 200ms): goodput, p99 of OK calls, and how calls failed.
+    Overload,
+    /// Tenant A (--api-key) runs AddItems closed-loop at --concurrency
+    /// while tenant B (--api-key-b) runs it paced at --rate-b: B's latency
+    /// and errors, to compare with B alone (--concurrency 0 runs B alone).
+    Fairness,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -63,6 +70,22 @@ struct Args {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Deadline sent with every request (`grpc-timeout`); unset = none.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// Pause after a RESOURCE_EXHAUSTED answer (jittered 0.5x..1.5x), as a
+    /// client that retries with backoff would.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    overload_backoff: Duration,
+    /// fairness: tenant B's API key.
+    #[arg(long, env = "CART_BENCH_API_KEY_B", hide_env_values = true)]
+    api_key_b: Option<String>,
+    /// fairness: tenant B's rate (requests/s).
+    #[arg(long, default_value_t = 200.0)]
+    rate_b: f64,
+    /// fairness: tenant B's workers.
+    #[arg(long, default_value_t = 8)]
+    concurrency_b: usize,
     /// HTTP/2 connections the requests are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -166,7 +189,8 @@ async fn ready(args: &Args) -> anyhow::Result<serde_json::Value> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.concurrency == 0 || args.duration.is_zero() {
+    let alone = args.scenario == Scenario::Fairness && args.concurrency == 0;
+    if (args.concurrency == 0 && !alone) || args.duration.is_zero() {
         bail!("--concurrency and --duration must be positive");
     }
     let load_before = loadavg();
@@ -207,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Seed => serde_json::json!({ "carts": ctx.carts.len() }),
             Scenario::WatchLatency => watch_latency(ctx.clone()).await?,
             Scenario::Watchers => watchers(ctx.clone()).await?,
+            Scenario::Fairness => fairness(ctx.clone()).await?,
             s => {
                 let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
                 let (stats, d) = drive(

@@ -20,7 +20,7 @@ use crate::{
     feed::EventFeed,
     ports::{
         CartPage, CartRepository, Conflict, Inserted, Isolation, KeyRecord, ListQuery, Loaded,
-        Remembered, UnitOfWork, Write,
+        PageBuilder, Remembered, UnitOfWork, Write,
     },
 };
 
@@ -318,9 +318,9 @@ impl CartRepository for MemoryStore {
             })
             .collect();
         carts.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
-        carts.truncate(q.page_size + 1);
-        let carts = carts.into_iter().cloned().collect();
-        Ok(CartPage::from_overfetch(carts, q.page_size))
+        let mut page = PageBuilder::new(q.page_size);
+        carts.into_iter().take_while(|c| page.offer(c)).count();
+        Ok(page.finish())
     }
 
     async fn begin(&self, isolation: Isolation) -> Result<Box<dyn UnitOfWork>, CartError> {

@@ -23,10 +23,12 @@ use tracing::Instrument as _;
 
 use self::errors::{pg, pool};
 use crate::{
-    domain::{Cart, CartError, CartEvent, CartId, CartStatus, EventType, TenantId},
+    domain::{
+        Cart, CartError, CartEvent, CartId, CartStatus, EventType, TenantId, limits::MAX_PAGE_BYTES,
+    },
     feed::EventFeed,
     metrics::PoolUse,
-    ports::{CartPage, CartRepository, Isolation, ListQuery, UnitOfWork},
+    ports::{CartPage, CartRepository, Isolation, ListQuery, PageBuilder, UnitOfWork},
 };
 
 #[derive(Debug, Clone)]
@@ -140,6 +142,7 @@ impl CartRepository for PgStore {
         let stmt = client.prepare_cached(sql::LIST_CARTS).await.map_err(pg)?;
         let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
         let limit = (q.page_size + 1) as i64;
+        let budget = MAX_PAGE_BYTES as i64;
         let rows = client
             .query(
                 &stmt,
@@ -150,16 +153,24 @@ impl CartRepository for PgStore {
                     &q.after.map(|a| a.created_at),
                     &q.after.map(|a| a.id),
                     &limit,
+                    &budget,
                 ],
             )
             .instrument(traced::statement(sql::LIST_CARTS))
             .await
             .map_err(pg)?;
-        let carts = rows
-            .iter()
-            .map(|r| cart_at(r, 0))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(CartPage::from_overfetch(carts, q.page_size))
+        let mut page = PageBuilder::new(q.page_size);
+        for row in &rows {
+            let held: Option<Json<Cart>> = row.try_get(0).map_err(pg)?;
+            let Some(Json(cart)) = held else {
+                page.end_here();
+                break;
+            };
+            if !page.offer(&cart) {
+                break;
+            }
+        }
+        Ok(page.finish())
     }
 
     async fn begin(&self, isolation: Isolation) -> Result<Box<dyn UnitOfWork>, CartError> {

@@ -72,14 +72,23 @@ SELECT count(*) FROM upd";
 
 /// $1 tenant, $2 customer ('' = all), $3 statuses (empty = all), $4/$5
 /// cursor (created_at, id; NULL = first page), $6 limit.
+/// A page of carts: the document of each cart whose predecessors' JSON
+/// adds up to less than `$7` bytes, NULL past it (so that one ListCarts of
+/// large carts never brings more than about `$7` bytes into the server; a
+/// NULL ends the page there).
 pub const LIST_CARTS: &str = "
-SELECT doc FROM carts
-WHERE tenant = $1
-  AND ($2 = '' OR customer_id = $2)
-  AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
-  AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid))
-ORDER BY created_at DESC, id DESC
-LIMIT $6";
+SELECT CASE WHEN sum(len) OVER w - len < $7 THEN doc END
+FROM (
+  SELECT created_at, id, doc, octet_length(doc::text) AS len FROM carts
+  WHERE tenant = $1
+    AND ($2 = '' OR customer_id = $2)
+    AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
+    AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid))
+  ORDER BY created_at DESC, id DESC
+  LIMIT $6
+) page
+WINDOW w AS (ORDER BY created_at DESC, id DESC)
+ORDER BY created_at DESC, id DESC";
 
 /// An event query: the columns `event_from_row` reads, then `$rest`.
 macro_rules! events {
