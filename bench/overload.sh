@@ -47,7 +47,7 @@ echo "== 1. peak: add-items, $PEAK_CLIENTS clients (load $(cut -d' ' -f1-3 /proc
 echo "== 2. overload: add-items, $OVER_CLIENTS clients, $DEADLINE deadlines"
 "$BIN/cart-bench" --scenario overload "${common[@]}" "${A[@]}" --concurrency "$OVER_CLIENTS" --deadline "$DEADLINE" --label overload | sed '/^JSON/d'
 echo "== 3. fairness: tenant b alone at $RATE_B/s"
-"$BIN/cart-bench" --scenario fairness "${common[@]}" "${A[@]}" --api-key-b bench-key-b --carts 200 --concurrency 0 --rate-b "$RATE_B" --label "b alone" | sed '/^JSON/d'
+"$BIN/cart-bench" --scenario fairness "${common[@]}" "${A[@]}" --api-key-b bench-key-b --concurrency 0 --rate-b "$RATE_B" --label "b alone" | sed '/^JSON/d'
 echo "== 4. fairness: tenant a at $OVER_CLIENTS clients, tenant b at $RATE_B/s"
-"$BIN/cart-bench" --scenario fairness "${common[@]}" "${A[@]}" --api-key-b bench-key-b --carts 200 --concurrency "$OVER_CLIENTS" --deadline "$DEADLINE" --rate-b "$RATE_B" --label "a overload, b" | sed '/^JSON/d'
+"$BIN/cart-bench" --scenario fairness "${common[@]}" "${A[@]}" --api-key-b bench-key-b --concurrency "$OVER_CLIENTS" --deadline "$DEADLINE" --rate-b "$RATE_B" --label "a overload, b" | sed '/^JSON/d'
 curl -s "http://127.0.0.1:$(ss -ltnp 2>/dev/null | awk -v pid="pid=$PID," '$0 ~ pid && $4 !~ /:'"$PORT"'$/ {split($4,a,":"); print a[length(a)]; exit}')/metrics" 2>/dev/null | grep -E '^cart_shed_calls_total' || true
