@@ -265,3 +265,38 @@ fn shortfall(shared: &Shared, seen: &Seen) -> (u64, u64) {
     }
     (missed, carts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_counts_gaps_as_missed_and_steps_back_as_repeated() {
+        let (missed, repeated) = (AtomicU64::new(0), AtomicU64::new(0));
+        let mut last = 0;
+        for v in [5, 6, 7, 7, 6, 10, 11] {
+            last = follow(last, v, &missed, &repeated);
+        }
+        assert_eq!(last, 11);
+        assert_eq!(missed.load(Ordering::Relaxed), 2); // 8 and 9
+        assert_eq!(repeated.load(Ordering::Relaxed), 2); // 7 again, then 6
+    }
+
+    #[test]
+    fn shortfall_counts_acknowledged_versions_never_seen() {
+        let shared = Shared::new();
+        {
+            let mut acked = shared.acked.lock().unwrap();
+            acked.insert("a".into(), crate::soak_load::Acked { min: 2, max: 9 });
+            acked.insert("b".into(), crate::soak_load::Acked { min: 1, max: 3 });
+            acked.insert("c".into(), crate::soak_load::Acked { min: 4, max: 4 });
+        }
+        let mut seen = Seen::new();
+        seen.insert("a".into(), (3, 8)); // 2 and 9 missing
+        seen.insert("b".into(), (1, 3));
+        assert_eq!(shortfall(&shared, &seen), (3, 2)); // and c's 4
+        seen.insert("a".into(), (1, 10));
+        seen.insert("c".into(), (4, 4));
+        assert!(caught_up(&shared, &seen));
+    }
+}
