@@ -81,6 +81,9 @@ const TRENDS: &[Trend] = &[
     },
 ];
 
+/// Shortest span of samples after warm-up whose slope is judged, in minutes.
+const MIN_SPAN_MIN: f64 = 5.0;
+
 fn p99_ms(h: &Mutex<Histogram<u64>>) -> f64 {
     let h = std::mem::replace(&mut *h.lock().unwrap(), histogram());
     if h.is_empty() {
@@ -167,7 +170,9 @@ fn trends(samples: &[Sample], warmup_min: f64) -> (bool, Vec<serde_json::Value>)
             .collect();
         let med = median(pts.iter().map(|p| p.1).collect());
         let limit = t.abs.max(t.rel * med);
-        let slope = if pts.len() >= 3 {
+        // Over a few minutes a slope is warm-up and noise, not a trend.
+        let span = pts.last().zip(pts.first()).map_or(0.0, |(b, a)| b.0 - a.0);
+        let slope = if span >= MIN_SPAN_MIN {
             theil_sen(&pts)
         } else {
             None
@@ -180,9 +185,7 @@ fn trends(samples: &[Sample], warmup_min: f64) -> (bool, Vec<serde_json::Value>)
             med,
             slope.map_or("n/a".into(), |s| format!("{s:+.3}")),
             limit,
-            slope.map_or("NOT JUDGED (too few samples after warm-up)", |_| verdict(
-                pass
-            ))
+            slope.map_or("NOT JUDGED (under 5 min after warm-up)", |_| verdict(pass))
         );
         out.push(
             serde_json::json!({"figure": t.name, "median": med, "slope_per_min": slope,
