@@ -51,6 +51,12 @@ enum Scenario {
     /// while tenant B (--api-key-b) runs it paced at --rate-b: B's latency
     /// and errors, to compare with B alone (--concurrency 0 runs B alone).
     Fairness,
+    /// Open WatchCart, read the first event, close; `--cycles` times. Server RSS
+    /// and the open-streams gauge against the targets (RELIABILITY.md).
+    Churn,
+    /// Mixed steady load for `--duration`, sampled; fails on an upward trend, a
+    /// missed or repeated event, or a lost callback (scripts/soak).
+    Soak,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -127,6 +133,30 @@ struct Args {
     /// Server process id: report its VmRSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The server's operations address (CART_METRICS_ADDR, host:port) for /metrics (churn, soak).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Open/close cycles (churn).
+    #[arg(long, default_value_t = 120_000)]
+    cycles: u64,
+    /// Streams between open and close at once (churn).
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Reconnecting WatchCart watchers (soak).
+    #[arg(long, default_value_t = 200)]
+    cart_watchers: usize,
+    /// Resuming WatchCarts watchers (soak).
+    #[arg(long, default_value_t = 4)]
+    tenant_watchers: usize,
+    /// Checkout lifecycles per second, with callbacks (soak).
+    #[arg(long, default_value_t = 2.0)]
+    lifecycle_rate: f64,
+    /// Sampling period (soak).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    sample_every: Duration,
+    /// Time before trends are judged (soak).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    soak_warmup: Duration,
     /// Also write the JSON result to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -135,7 +165,12 @@ struct Args {
     label: String,
 }
 
+mod churn;
 mod load;
+mod probe;
+mod soak;
+mod soak_load;
+mod soak_watch;
 mod stats;
 mod watch;
 
@@ -232,6 +267,8 @@ async fn main() -> anyhow::Result<()> {
             Scenario::WatchLatency => watch_latency(ctx.clone()).await?,
             Scenario::Watchers => watchers(ctx.clone()).await?,
             Scenario::Fairness => fairness(ctx.clone()).await?,
+            Scenario::Churn => churn::churn(ctx.clone()).await?,
+            Scenario::Soak => soak::soak(ctx.clone()).await?,
             s => {
                 let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
                 let (stats, d) = drive(
@@ -302,6 +339,10 @@ async fn main() -> anyhow::Result<()> {
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         writeln!(f, "{line}")?;
+    }
+    // Scenarios with targets (churn, soak) fail the command when one is missed.
+    if json["result"]["pass"] == serde_json::json!(false) {
+        std::process::exit(1);
     }
     Ok(())
 }
