@@ -51,6 +51,17 @@ pub fn callback_due(cart: &Cart, change: Change, at: DateTime<Utc>) -> Option<Ca
     })
 }
 
+/// Whether a cart as it now stands may have just called for a callback:
+/// cheap, and true for every change `callback_due` answers for (so a
+/// store can wake delivery workers only when it may matter).
+pub fn may_call_back(cart: &Cart) -> bool {
+    match cart.status {
+        CartStatus::Confirmed => !cart.callback_url.is_empty(),
+        CartStatus::Cancelled | CartStatus::Expired => !cart.callback_cancel_url.is_empty(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,23 +2,26 @@
 //! that the service runs with no database for demos and tries. Nothing
 //! survives a restart.
 
+mod outbox;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
+    Backlog, CartPage, CartStore, Claim, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
     Outcome, now, replay,
 };
 use crate::{
     domain::{
         Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
-        NewCart, Policy, TenantId, callback::callback_due, cart::Change, merge,
+        NewCart, Policy, TenantId, cart::Change, merge,
     },
     watch::EventFeed,
 };
@@ -41,16 +44,8 @@ struct State {
     keys: HashMap<(TenantId, String), Remembered>,
     /// The event log; an event's sequence is its index + 1.
     events: Vec<Arc<CartEvent>>,
-    /// The callback outbox, oldest first.
-    callbacks: Vec<MemoryCallback>,
-}
-
-struct MemoryCallback {
-    tenant: TenantId,
-    cart: CartId,
-    body: String,
-    lease_until: Option<DateTime<Utc>>,
-    state: DeliveryState,
+    /// The callback outbox.
+    callbacks: outbox::Outbox,
 }
 
 pub struct MemoryStore {
@@ -144,26 +139,7 @@ impl State {
         now: DateTime<Utc>,
     ) {
         self.record(feed, tenant, &cart, change, now);
-        if let Some(due) = callback_due(&cart, change, now) {
-            let body = serde_json::to_string(&due.payload).unwrap_or_default();
-            self.callbacks.push(MemoryCallback {
-                tenant: tenant.clone(),
-                cart: cart.id,
-                body,
-                lease_until: None,
-                state: DeliveryState {
-                    id: Uuid::new_v4(),
-                    version: cart.version,
-                    url: due.url,
-                    state: "pending".into(),
-                    attempts: 0,
-                    last_status: None,
-                    last_error: None,
-                    next_attempt_at: now,
-                    delivered_at: None,
-                },
-            });
-        }
+        self.callbacks.push(tenant, &cart, change, now);
         if let Some(s) = self.carts.get_mut(&(tenant.clone(), cart.id)) {
             s.cart = cart;
         }
@@ -381,48 +357,12 @@ impl CartStore for MemoryStore {
         &self.feed
     }
 
-    async fn claim_callbacks(
-        &self,
-        limit: usize,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Delivery>, CartError> {
-        let now = now();
-        let mut st = self.lock();
-        let mut claimed = Vec::new();
-        for cb in st.callbacks.iter_mut() {
-            if claimed.len() == limit {
-                break;
-            }
-            let free = cb.lease_until.is_none_or(|l| l <= now);
-            if cb.state.state == "pending" && cb.state.next_attempt_at <= now && free {
-                cb.state.attempts += 1;
-                cb.lease_until = Some(lease_until);
-                claimed.push(Delivery {
-                    id: cb.state.id,
-                    tenant: cb.tenant.clone(),
-                    url: cb.state.url.clone(),
-                    body: cb.body.clone(),
-                    attempts: cb.state.attempts,
-                });
-            }
-        }
-        Ok(claimed)
+    async fn claim_callbacks(&self, claim: &Claim) -> Result<Vec<Delivery>, CartError> {
+        Ok(self.lock().callbacks.claim(claim, now()))
     }
 
     async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
-        let now = now();
-        let mut st = self.lock();
-        if let Some(cb) = st.callbacks.iter_mut().find(|c| c.state.id == id) {
-            let row = outcome.row(now);
-            cb.state.state = row.state.to_string();
-            if let Some(next) = row.next_attempt_at {
-                cb.state.next_attempt_at = next;
-            }
-            cb.state.last_status = row.last_status;
-            cb.state.last_error = row.last_error.map(str::to_string);
-            cb.state.delivered_at = row.delivered_at;
-            cb.lease_until = None;
-        }
+        self.lock().callbacks.record(id, outcome, now());
         Ok(())
     }
 
@@ -431,13 +371,15 @@ impl CartStore for MemoryStore {
         tenant: &TenantId,
         cart: CartId,
     ) -> Result<Vec<DeliveryState>, CartError> {
-        let st = self.lock();
-        Ok(st
-            .callbacks
-            .iter()
-            .filter(|c| &c.tenant == tenant && c.cart == cart)
-            .map(|c| c.state.clone())
-            .collect())
+        Ok(self.lock().callbacks.of(tenant, cart))
+    }
+
+    async fn callback_backlog(&self) -> Result<Backlog, CartError> {
+        Ok(self.lock().callbacks.backlog(now()))
+    }
+
+    fn callbacks_written(&self) -> Arc<Notify> {
+        self.lock().callbacks.written()
     }
 
     async fn head_now(&self) -> Result<i64, CartError> {

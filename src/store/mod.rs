@@ -13,10 +13,16 @@
 //!   (`CartNotFound`, never a hint that the id exists).
 
 pub mod memory;
+pub mod outbox;
 pub mod postgres;
+
+pub use outbox::{Backlog, Budget, Claim, endpoint_of};
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
@@ -158,14 +164,13 @@ pub trait CartStore: Send + Sync + 'static {
         None
     }
 
-    /// Claims up to `limit` callbacks due now for one attempt, leased to
-    /// the caller until `lease_until`; another worker claims none of them
+    // The callback outbox (kept together: one port's worth).
+
+    /// Claims due callbacks for one attempt each, oldest due first, within
+    /// the claim's limits (in all, per endpoint, per tenant), leased to the
+    /// caller until `lease_until`; another worker claims none of them
     /// before the lease ends. Counts the attempt.
-    async fn claim_callbacks(
-        &self,
-        limit: usize,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Delivery>, CartError>;
+    async fn claim_callbacks(&self, claim: &Claim) -> Result<Vec<Delivery>, CartError>;
 
     /// Records how an attempt went and ends the lease.
     async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError>;
@@ -176,6 +181,14 @@ pub trait CartStore: Send + Sync + 'static {
         tenant: &TenantId,
         cart: CartId,
     ) -> Result<Vec<DeliveryState>, CartError>;
+
+    /// The outbox's size and the age of its oldest due callback.
+    async fn callback_backlog(&self) -> Result<Backlog, CartError>;
+
+    /// Woken after a change that may have written a callback commits,
+    /// through this replica or (Postgres) any other: delivery workers wait
+    /// on it instead of polling.
+    fn callbacks_written(&self) -> Arc<Notify>;
 
     /// A sequence that every event committed before this call is at or
     /// below, and past which nothing at or below can appear: where a
@@ -190,6 +203,8 @@ pub struct Delivery {
     pub id: Uuid,
     pub tenant: TenantId,
     pub url: String,
+    /// The URL's [`endpoint_of`].
+    pub endpoint: String,
     /// The JSON body, exactly as it is sent and signed.
     pub body: String,
     /// Attempts so far, this one included.

@@ -96,6 +96,7 @@ pub(super) async fn expire_due(store: &PgStore, limit: usize) -> Result<usize, C
     tx.commit().await.map_err(pg)?;
     if expired > 0 {
         store.committed.poke();
+        store.outbox.written();
     }
     Ok(expired)
 }

@@ -8,6 +8,7 @@
 //! contended cart is serialised by Postgres instead of retried without end.
 //! No `pg_notify` is sent in writes: watchers read the event log.
 
+mod channel;
 mod errors;
 mod events;
 mod feed;
@@ -19,20 +20,20 @@ mod writes;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
 use self::errors::{PgFailure, classify, pg, pool};
 use super::{
-    CartPage, CartStore, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
+    Backlog, CartPage, CartStore, Claim, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
     Outcome, now,
 };
 use crate::{
     domain::{
         Cart, CartError, CartEvent, CartId, CartStatus, Command, EventType, IdempotencyKey,
-        NewCart, Policy, TenantId,
+        NewCart, Policy, TenantId, callback::may_call_back,
     },
     watch::EventFeed,
 };
@@ -56,6 +57,8 @@ pub struct PgStore {
     feed: Arc<EventFeed>,
     /// Poked after each commit so this replica's watchers hear of it at once.
     committed: Arc<feed::Committed>,
+    /// Poked after a commit that may have written a callback.
+    outbox: outbox::Wake,
 }
 
 impl PgStore {
@@ -88,11 +91,13 @@ impl PgStore {
             .map_err(|e| CartError::Internal(format!("pool: {e}")))?;
         let feed = Arc::new(EventFeed::new());
         let committed = feed::start(cfg.clone(), feed.clone()).await;
+        let outbox = outbox::Wake::start(&cfg);
         Ok(PgStore {
             pool,
             policy,
             feed,
             committed,
+            outbox,
         })
     }
 
@@ -115,6 +120,9 @@ impl PgStore {
             match attempt(n).await {
                 Ok(cart) => {
                     self.committed.poke();
+                    if may_call_back(&cart) {
+                        self.outbox.written();
+                    }
                     return Ok(cart);
                 }
                 Err(PgFailure::Error(e)) => return Err(e),
@@ -309,12 +317,8 @@ impl CartStore for PgStore {
         })
     }
 
-    async fn claim_callbacks(
-        &self,
-        limit: usize,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Delivery>, CartError> {
-        outbox::claim(self, limit, lease_until).await
+    async fn claim_callbacks(&self, claim: &Claim) -> Result<Vec<Delivery>, CartError> {
+        outbox::claim(self, claim).await
     }
 
     async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
@@ -327,6 +331,14 @@ impl CartStore for PgStore {
         cart: CartId,
     ) -> Result<Vec<DeliveryState>, CartError> {
         outbox::deliveries_of(self, tenant, cart).await
+    }
+
+    async fn callback_backlog(&self) -> Result<Backlog, CartError> {
+        outbox::backlog(self).await
+    }
+
+    fn callbacks_written(&self) -> Arc<Notify> {
+        self.outbox.worker()
     }
 
     async fn head_now(&self) -> Result<i64, CartError> {
