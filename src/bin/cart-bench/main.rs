@@ -44,6 +44,12 @@ enum Scenario {
     WatchLatency,
     /// Hold N WatchCart streams open; report server RSS and GetCart latency idle vs loaded.
     Watchers,
+    /// Confirm --callbacks carts (at --rate) that call a local receiver back; delivered/s and latency.
+    Callbacks,
+    /// Tenant A's receiver hangs on --hanging callbacks; tenant B confirms --callbacks at --rate.
+    CallbackIsolation,
+    /// The receiver answers 503 for --outage while carts are confirmed, then 200.
+    CallbackOutage,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -104,6 +110,21 @@ struct Args {
     /// Server process id: report its VmRSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Callbacks (callback scenarios): carts confirmed.
+    #[arg(long, default_value_t = 2000)]
+    callbacks: usize,
+    /// The callback receiver answers after this long.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    receiver_delay: Duration,
+    /// Callbacks of tenant A to the hanging receiver (callback-isolation).
+    #[arg(long, default_value_t = 200)]
+    hanging: usize,
+    /// API key of tenant B (callback-isolation).
+    #[arg(long, env = "CART_BENCH_API_KEY_B", hide_env_values = true)]
+    api_key_b: Option<String>,
+    /// How long the receiver answers 503 (callback-outage).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    outage: Duration,
     /// Also write the JSON result to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -112,7 +133,9 @@ struct Args {
     label: String,
 }
 
+mod callbacks;
 mod load;
+mod receiver;
 mod stats;
 mod watch;
 
@@ -194,7 +217,13 @@ async fn main() -> anyhow::Result<()> {
             request_seq: AtomicU64::new(0),
             run_id,
         });
-        let carts = if args.scenario != Scenario::Lifecycle || args.no_seed {
+        let callback_scenario = matches!(
+            args.scenario,
+            Scenario::Callbacks | Scenario::CallbackIsolation | Scenario::CallbackOutage
+        );
+        let carts = if callback_scenario {
+            Vec::new()
+        } else if args.scenario != Scenario::Lifecycle || args.no_seed {
             seed(ctx.clone()).await?
         } else {
             Vec::new()
@@ -207,6 +236,9 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Seed => serde_json::json!({ "carts": ctx.carts.len() }),
             Scenario::WatchLatency => watch_latency(ctx.clone()).await?,
             Scenario::Watchers => watchers(ctx.clone()).await?,
+            Scenario::Callbacks => callbacks::callbacks(ctx.clone()).await?,
+            Scenario::CallbackIsolation => callbacks::isolation(ctx.clone()).await?,
+            Scenario::CallbackOutage => callbacks::outage(ctx.clone()).await?,
             s => {
                 let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
                 let (stats, d) = drive(
