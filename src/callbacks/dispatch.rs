@@ -41,8 +41,12 @@ pub(super) struct Done {
     pub retry_at: Option<Instant>,
 }
 
+/// Runs the loop and the backlog sampler until the task is aborted.
 pub(super) async fn run(worker: Arc<CallbackWorker>) {
-    tokio::spawn(sample_backlog(worker.clone()));
+    tokio::join!(deliver(worker.clone()), sample_backlog(worker));
+}
+
+async fn deliver(worker: Arc<CallbackWorker>) {
     let written = worker.store.callbacks_written();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut gates = Gates::new(worker.caps);
@@ -59,10 +63,15 @@ pub(super) async fn run(worker: Arc<CallbackWorker>) {
             polled = now;
             match worker.store.claim_callbacks(&claim).await {
                 Ok(batch) => {
+                    // A full claim may have left rows behind; so may one
+                    // that filled a key's share, since that key's rows may
+                    // have hidden others' among the candidates: the next
+                    // claim leaves that key out.
                     more = batch.len() == claim.limit;
                     for d in batch {
                         gates.start(&d);
                         breakers.started(&d.endpoint, now);
+                        more |= gates.at_cap(&d) || breakers.budget(&d.endpoint, now) == Some(0);
                         let (w, tx) = (worker.clone(), done_tx.clone());
                         tokio::spawn(async move {
                             let _ = tx.send(w.attempt(d).await);
@@ -92,18 +101,13 @@ pub(super) async fn run(worker: Arc<CallbackWorker>) {
         tokio::select! {
             () = written.notified() => more = true,
             Some(done) = done_rx.recv() => {
+                // Every attempt that ended meanwhile, before the next claim:
+                // one claim refills all the slots they freed.
                 let now = Instant::now();
-                if gates.finish(&done.endpoint, &done.tenant) {
-                    more = true;
+                more |= ended(done, &mut gates, &mut breakers, &mut timers, now);
+                while let Ok(done) = done_rx.try_recv() {
+                    more |= ended(done, &mut gates, &mut breakers, &mut timers, now);
                 }
-                if breakers.finished(&done.endpoint, done.health, now) {
-                    tracing::warn!(endpoint = done.endpoint.as_str(), "callback endpoint keeps failing; backing off");
-                }
-                if let Some(at) = done.retry_at {
-                    timers.push(Reverse(at));
-                }
-                // A probe that came back (either way) may change what is claimable.
-                more |= done.health == Health::Up && breakers.open_count() > 0;
                 worker
                     .metrics
                     .callback_worker(gates.in_flight(), breakers.open_count());
@@ -117,6 +121,30 @@ pub(super) async fn run(worker: Arc<CallbackWorker>) {
             }
         }
     }
+}
+
+/// Accounts for an attempt that ended; answers whether rows may now be
+/// claimable that the last claim had to leave: a slot of a key at its cap,
+/// or an answer from an endpoint the breaker limits.
+fn ended(
+    done: Done,
+    gates: &mut Gates,
+    breakers: &mut Breakers,
+    timers: &mut BinaryHeap<Reverse<Instant>>,
+    now: Instant,
+) -> bool {
+    let limited = breakers.budget(&done.endpoint, now).is_some();
+    let freed = gates.finish(&done.endpoint, &done.tenant);
+    if breakers.finished(&done.endpoint, done.health, now) {
+        tracing::warn!(
+            endpoint = done.endpoint.as_str(),
+            "callback endpoint keeps failing; backing off"
+        );
+    }
+    if let Some(at) = done.retry_at {
+        timers.push(Reverse(at));
+    }
+    freed || limited
 }
 
 /// Samples the outbox into the backlog gauges.

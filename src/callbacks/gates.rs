@@ -94,6 +94,12 @@ impl Gates {
         *self.tenants.entry(d.tenant.as_str().to_string()).or_default() += 1;
     }
 
+    /// Whether `d`'s endpoint or tenant is at its cap.
+    pub fn at_cap(&self, d: &Delivery) -> bool {
+        self.endpoints.get(&d.endpoint) >= Some(&self.caps.per_endpoint)
+            || self.tenants.get(d.tenant.as_str()) >= Some(&self.caps.per_tenant)
+    }
+
     /// One ended; answers whether a cap it counted against was reached
     /// (so rows may be waiting that the last claim had to leave).
     pub fn finish(&mut self, endpoint: &str, tenant: &str) -> bool {

@@ -15,9 +15,10 @@ use crate::{
     store::{Backlog, Claim, Delivery, DeliveryState, Outcome, now},
 };
 
-/// Candidates ranked per claim, per row asked for: enough that a few busy
-/// endpoints at the head of the queue do not hide the others for long.
-const CANDIDATES_PER_ROW: usize = 4;
+/// Candidates ranked per claim, per row asked for: room for rows over
+/// their key's budget. A key that fills its budget is left out of the
+/// worker's next claim, so its rows cannot hide the others for long.
+const CANDIDATES_PER_ROW: usize = 2;
 
 /// Who hears of committed outbox rows.
 pub(super) struct Wake {
