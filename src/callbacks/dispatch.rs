@@ -27,6 +27,9 @@ use super::{
 const POLL: Duration = Duration::from_millis(500);
 /// Pause after a claim failed (the store is down) before the next one.
 const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(250);
+/// At most one claim per this interval only to look past keys that filled
+/// their share (see below).
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
 /// How often the backlog is sampled for the metrics.
 const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 /// A lease covers the attempt (its timeout) and this much for recording it.
@@ -48,6 +51,7 @@ pub(super) async fn run(worker: Arc<CallbackWorker>) {
 
 async fn deliver(worker: Arc<CallbackWorker>) {
     let written = worker.store.callbacks_written();
+    let record = super::record::start(worker.store.clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut gates = Gates::new(worker.caps);
     let mut breakers = Breakers::new(worker.breaker);
@@ -55,6 +59,8 @@ async fn deliver(worker: Arc<CallbackWorker>) {
     // Due rows may be waiting that the last claim could not take.
     let mut more = true;
     let mut polled = Instant::now();
+    // When the last claim to look past filled keys was scheduled.
+    let mut swept = polled;
     loop {
         if more && gates.free() > 0 {
             let now = Instant::now();
@@ -63,19 +69,25 @@ async fn deliver(worker: Arc<CallbackWorker>) {
             polled = now;
             match worker.store.claim_callbacks(&claim).await {
                 Ok(batch) => {
-                    // A full claim may have left rows behind; so may one
-                    // that filled a key's share, since that key's rows may
-                    // have hidden others' among the candidates: the next
-                    // claim leaves that key out.
+                    // A full claim may have left rows behind.
                     more = batch.len() == claim.limit;
+                    let mut filled = false;
                     for d in batch {
                         gates.start(&d);
                         breakers.started(&d.endpoint, now);
-                        more |= gates.at_cap(&d) || breakers.budget(&d.endpoint, now) == Some(0);
-                        let (w, tx) = (worker.clone(), done_tx.clone());
+                        filled |= gates.at_cap(&d) || breakers.budget(&d.endpoint, now) == Some(0);
+                        let (w, tx, record) = (worker.clone(), done_tx.clone(), record.clone());
                         tokio::spawn(async move {
-                            let _ = tx.send(w.attempt(d).await);
+                            let _ = tx.send(w.attempt(d, &record).await);
                         });
+                    }
+                    // So may one that filled a key's share: that key's rows
+                    // may have hidden others' among the candidates. A claim
+                    // soon leaves it out (soon, not at once: with one busy
+                    // endpoint that claim would find nothing, every time).
+                    if filled {
+                        swept = now.max(swept + SWEEP_EVERY);
+                        timers.push(Reverse(swept));
                     }
                 }
                 Err(e) => {

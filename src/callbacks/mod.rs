@@ -11,6 +11,7 @@
 mod breaker;
 mod dispatch;
 mod gates;
+mod record;
 pub mod sign;
 
 use std::{
@@ -93,8 +94,8 @@ impl CallbackWorker {
         dispatch::run(Arc::new(self)).await
     }
 
-    /// One attempt: POST, record how it went, and tell the loop.
-    async fn attempt(&self, d: Delivery) -> Done {
+    /// One attempt: POST, hand how it went to the recorder, and tell the loop.
+    async fn attempt(&self, d: Delivery, record: &record::Outcomes) -> Done {
         let answer = self.post(&d).await;
         // Any answer but 5xx and 429 shows the endpoint is up, whatever it
         // thinks of this one callback.
@@ -128,16 +129,15 @@ impl CallbackWorker {
                 tracing::error!(id = %d.id, tenant, endpoint, attempt = d.attempts, %error, "callback failed; giving up")
             }
         }
-        if let Err(e) = self.store.record_callback(d.id, &outcome).await {
-            // The lease runs out and another attempt follows: at least once.
-            tracing::warn!(id = %d.id, error = %e, "cannot record callback attempt");
-        }
         let retry_at = match outcome {
             Outcome::Retry { at, .. } => {
                 Some(Instant::now() + (at - Utc::now()).to_std().unwrap_or_default())
             }
             _ => None,
         };
+        // The recorder outlives the loop, so this only fails in a runtime
+        // shutting down; the lease then runs out (at least once).
+        let _ = record.send((d.id, outcome));
         Done {
             endpoint: d.endpoint,
             tenant: d.tenant.0,

@@ -361,8 +361,11 @@ impl CartStore for MemoryStore {
         Ok(self.lock().callbacks.claim(claim, now()))
     }
 
-    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
-        self.lock().callbacks.record(id, outcome, now());
+    async fn record_callbacks(&self, outcomes: &[(Uuid, Outcome)]) -> Result<(), CartError> {
+        let (mut st, now) = (self.lock(), now());
+        for (id, outcome) in outcomes {
+            st.callbacks.record(*id, outcome, now);
+        }
         Ok(())
     }
 

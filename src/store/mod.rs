@@ -172,8 +172,8 @@ pub trait CartStore: Send + Sync + 'static {
     /// before the lease ends. Counts the attempt.
     async fn claim_callbacks(&self, claim: &Claim) -> Result<Vec<Delivery>, CartError>;
 
-    /// Records how an attempt went and ends the lease.
-    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError>;
+    /// Records how attempts went and ends their leases, in one step.
+    async fn record_callbacks(&self, outcomes: &[(Uuid, Outcome)]) -> Result<(), CartError>;
 
     /// The callbacks of one cart, oldest first.
     async fn callbacks_of(

@@ -321,8 +321,8 @@ impl CartStore for PgStore {
         outbox::claim(self, claim).await
     }
 
-    async fn record_callback(&self, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
-        outbox::record(self, id, outcome).await
+    async fn record_callbacks(&self, outcomes: &[(Uuid, Outcome)]) -> Result<(), CartError> {
+        outbox::record(self, outcomes).await
     }
 
     async fn callbacks_of(

@@ -114,26 +114,25 @@ pub(super) async fn backlog(store: &PgStore) -> Result<Backlog, CartError> {
     })
 }
 
-pub(super) async fn record(store: &PgStore, id: Uuid, outcome: &Outcome) -> Result<(), CartError> {
+pub(super) async fn record(store: &PgStore, outcomes: &[(Uuid, Outcome)]) -> Result<(), CartError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
     let client = store.client().await?;
     let stmt = client
-        .prepare_cached(sql::RECORD_CALLBACK)
+        .prepare_cached(sql::RECORD_CALLBACKS)
         .await
         .map_err(pg)?;
-    let row = outcome.row(now());
-    let status = row.last_status.map(i32::from);
+    let now = now();
+    let rows: Vec<_> = outcomes.iter().map(|(id, o)| (*id, o.row(now))).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let states: Vec<&str> = rows.iter().map(|(_, r)| r.state).collect();
+    let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, r)| r.next_attempt_at).collect();
+    let status: Vec<Option<i32>> = rows.iter().map(|(_, r)| r.last_status.map(i32::from)).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|(_, r)| r.last_error).collect();
+    let delivered: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, r)| r.delivered_at).collect();
     client
-        .execute(
-            &stmt,
-            &[
-                &id,
-                &row.state,
-                &row.next_attempt_at,
-                &status,
-                &row.last_error,
-                &row.delivered_at,
-            ],
-        )
+        .execute(&stmt, &[&ids, &states, &next, &status, &errors, &delivered])
         .await
         .map_err(pg)?;
     Ok(())

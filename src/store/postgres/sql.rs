@@ -163,11 +163,14 @@ pub const CALLBACK_BACKLOG: &str = "SELECT count(*), count(*) FILTER (WHERE next
 /// Where replicas tell each other "new callbacks are due" (after commit).
 pub const CALLBACK_CHANNEL: &str = "cart_callbacks";
 
-/// $1 id, $2 state, $3 next attempt (NULL: keep), $4 last status, $5 last error, $6 delivered at.
-pub const RECORD_CALLBACK: &str = "UPDATE callback_deliveries \
-     SET state = $2, next_attempt_at = coalesce($3, next_attempt_at), last_status = $4, last_error = $5, \
-         delivered_at = $6, lease_until = NULL \
-     WHERE id = $1";
+/// Attempts, as parallel arrays: $1 ids, $2 states, $3 next attempts
+/// (NULL: keep), $4 last statuses, $5 last errors, $6 delivered at.
+pub const RECORD_CALLBACKS: &str = "UPDATE callback_deliveries d \
+     SET state = u.state, next_attempt_at = coalesce(u.next, d.next_attempt_at), last_status = u.status, \
+         last_error = u.error, delivered_at = u.delivered, lease_until = NULL \
+     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::timestamptz[]) \
+         AS u(id, state, next, status, error, delivered) \
+     WHERE d.id = u.id";
 
 /// $1 tenant, $2 cart.
 pub const CALLBACKS_OF: &str = "SELECT id, version, url, state, attempts, last_status, last_error, \
