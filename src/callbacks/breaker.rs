@@ -165,7 +165,11 @@ mod tests {
         b.finished("e", Health::Down, t);
         assert!(b.finished("e", Health::Down, t), "third in a row opens");
         assert_eq!(b.budget("e", t), Some(0));
-        assert_eq!(b.budget("other", t), None, "other endpoints are not affected");
+        assert_eq!(
+            b.budget("other", t),
+            None,
+            "other endpoints are not affected"
+        );
         assert_eq!(b.open_count(), 1);
         assert_eq!(b.next_probe(t), Some(t + Duration::from_secs(1)));
     }

@@ -91,7 +91,10 @@ impl Gates {
     pub fn start(&mut self, d: &Delivery) {
         self.in_flight += 1;
         *self.endpoints.entry(d.endpoint.clone()).or_default() += 1;
-        *self.tenants.entry(d.tenant.as_str().to_string()).or_default() += 1;
+        *self
+            .tenants
+            .entry(d.tenant.as_str().to_string())
+            .or_default() += 1;
     }
 
     /// Whether `d`'s endpoint or tenant is at its cap.
@@ -153,7 +156,11 @@ mod tests {
         let c = g.claim(&breakers, Utc::now(), Instant::now());
         assert_eq!(c.limit, 1);
         assert_eq!(
-            (c.endpoints.of("a:1"), c.endpoints.of("b:1"), c.endpoints.of("c:1")),
+            (
+                c.endpoints.of("a:1"),
+                c.endpoints.of("b:1"),
+                c.endpoints.of("c:1")
+            ),
             (0, 1, 2)
         );
         assert_eq!((c.tenants.of("t"), c.tenants.of("u")), (0, 3));
@@ -161,7 +168,10 @@ mod tests {
         assert!(!g.finish("b:1", "t"));
         assert_eq!(g.in_flight(), 1);
         let c = g.claim(&breakers, Utc::now(), Instant::now());
-        assert_eq!((c.limit, c.endpoints.of("a:1"), c.endpoints.except.len()), (3, 1, 1));
+        assert_eq!(
+            (c.limit, c.endpoints.of("a:1"), c.endpoints.except.len()),
+            (3, 1, 1)
+        );
     }
 
     #[test]

@@ -10,13 +10,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    Backlog, CartPage, CartStore, Claim, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, now, replay,
+    Backlog, CartPage, CartStore, Claim, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery,
+    MergeRequest, Outcome, now, replay,
 };
 use crate::{
     domain::{

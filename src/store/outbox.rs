@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn endpoints_are_authorities() {
-        assert_eq!(endpoint_of("https://Pay.Example:8443/ok?x=1"), "pay.example:8443");
+        assert_eq!(
+            endpoint_of("https://Pay.Example:8443/ok?x=1"),
+            "pay.example:8443"
+        );
         assert_eq!(endpoint_of("http://127.0.0.1:9/a/b"), "127.0.0.1:9");
         assert_eq!(endpoint_of("http://h.example#f"), "h.example");
         assert_eq!(endpoint_of("nonsense"), "");

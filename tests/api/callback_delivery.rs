@@ -17,7 +17,7 @@ use cart_service::{
 use crate::{
     both_stores,
     helpers::{Backend, Client, TestApp, cancel, confirm, item, keys, spawn_app_with, submit},
-    receiver::{Receiver, Received},
+    receiver::{Received, Receiver},
 };
 
 /// A cart of `tenant` whose cancellation calls `url`; answers its id.
@@ -176,17 +176,26 @@ async fn a_failing_endpoint_is_backed_off_then_resumes(b: Backend) {
         if failed >= 5 && due.contains("cart_callback_circuits_open 1") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "circuit never opened: {failed} failures");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "circuit never opened: {failed} failures"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = rx.received().len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = rx.received().len() - before;
     // Unbroken, N callbacks retried every 100 ms would make ~600 requests.
-    assert!(during <= 5, "{during} requests while backed off (probes only)");
+    assert!(
+        during <= 5,
+        "{during} requests while backed off (probes only)"
+    );
     for cart in &carts {
         let d = deliveries(&app, "default", cart).await;
-        assert_eq!(d[0].state, "pending", "no retries spent while backed off: {d:?}");
+        assert_eq!(
+            d[0].state, "pending",
+            "no retries spent while backed off: {d:?}"
+        );
     }
 
     rx.set_always(None);

@@ -98,8 +98,7 @@ impl Receiver {
                                 .unwrap_or_default();
                             let (status, delay, gate) = {
                                 let mut s = s.lock().unwrap();
-                                let status =
-                                    s.always.or_else(|| s.next.pop_front()).unwrap_or(200);
+                                let status = s.always.or_else(|| s.next.pop_front()).unwrap_or(200);
                                 s.received.push(Received {
                                     path,
                                     headers,

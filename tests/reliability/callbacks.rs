@@ -46,7 +46,10 @@ async fn kill_9_mid_delivery_loses_no_callback() {
     // Mid-delivery: some arrived, more are under way, the rest wait.
     let start = Instant::now();
     while rx.received().len() < N / 3 {
-        assert!(start.elapsed() < Duration::from_secs(60), "deliveries never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "deliveries never started"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.start_kill().expect("kill -9");
@@ -78,7 +81,9 @@ async fn kill_9_mid_delivery_loses_no_callback() {
     }
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for r in rx.received() {
-        *per_id.entry(r.header("webhook-id").unwrap().to_string()).or_default() += 1;
+        *per_id
+            .entry(r.header("webhook-id").unwrap().to_string())
+            .or_default() += 1;
     }
     let twice = per_id.values().filter(|n| **n > 1).count();
     println!(
@@ -89,6 +94,9 @@ async fn kill_9_mid_delivery_loses_no_callback() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(per_id.len(), N, "no callback lost");
-    assert!(twice <= 64, "only the endpoint's in-flight share repeats: {twice}");
+    assert!(
+        twice <= 64,
+        "only the endpoint's in-flight share repeats: {twice}"
+    );
     drop(server);
 }

@@ -23,7 +23,11 @@ use anyhow::Context;
 use cart_service::proto;
 use tonic::{Request, metadata::MetadataValue};
 
-use crate::{Ctx, receiver::Receiver, stats::{histogram, ms}};
+use crate::{
+    Ctx,
+    receiver::Receiver,
+    stats::{histogram, ms},
+};
 
 type Auth = Option<MetadataValue<tonic::metadata::Ascii>>;
 
@@ -46,24 +50,30 @@ async fn prepare(ctx: &Arc<Ctx>, auth: &Auth, n: usize, url: &str) -> anyhow::Re
             let mut ids = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 let cart = c
-                    .create_cart(req(&auth, proto::CreateCartRequest {
-                        currency: "USD".into(),
-                        callback_url: url.clone(),
-                        items: vec![proto::ItemInput {
-                            sku: "CB".into(),
-                            name: "Callback bench".into(),
-                            quantity: 1,
-                            unit_price: "1.00".into(),
+                    .create_cart(req(
+                        &auth,
+                        proto::CreateCartRequest {
+                            currency: "USD".into(),
+                            callback_url: url.clone(),
+                            items: vec![proto::ItemInput {
+                                sku: "CB".into(),
+                                name: "Callback bench".into(),
+                                quantity: 1,
+                                unit_price: "1.00".into(),
+                                ..Default::default()
+                            }],
                             ..Default::default()
-                        }],
-                        ..Default::default()
-                    }))
+                        },
+                    ))
                     .await?
                     .into_inner();
-                c.submit_cart(req(&auth, proto::SubmitCartRequest {
-                    cart_id: cart.id.clone(),
-                    ..Default::default()
-                }))
+                c.submit_cart(req(
+                    &auth,
+                    proto::SubmitCartRequest {
+                        cart_id: cart.id.clone(),
+                        ..Default::default()
+                    },
+                ))
                 .await?;
                 ids.push(cart.id);
             }
@@ -98,15 +108,20 @@ async fn confirm_all(
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(cart) = carts.get(k) else { break };
                 if let Some(r) = rate {
-                    tokio::time::sleep_until((start + Duration::from_secs_f64(k as f64 / r)).into())
-                        .await;
+                    tokio::time::sleep_until(
+                        (start + Duration::from_secs_f64(k as f64 / r)).into(),
+                    )
+                    .await;
                 }
                 let at = Instant::now();
-                c.confirm_cart(req(&auth, proto::ConfirmCartRequest {
-                    cart_id: cart.clone(),
-                    actor: proto::Actor::Customer as i32,
-                    ..Default::default()
-                }))
+                c.confirm_cart(req(
+                    &auth,
+                    proto::ConfirmCartRequest {
+                        cart_id: cart.clone(),
+                        actor: proto::Actor::Customer as i32,
+                        ..Default::default()
+                    },
+                ))
                 .await?;
                 sent.push((cart.clone(), at));
             }
@@ -254,7 +269,11 @@ pub(crate) async fn outage(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
         .map(|h| h.at.saturating_duration_since(back).as_secs_f64())
         .collect();
     after.sort_by(f64::total_cmp);
-    let at = |q: f64| after.get(((after.len() as f64 * q) as usize).min(after.len().saturating_sub(1))).copied();
+    let at = |q: f64| {
+        after
+            .get(((after.len() as f64 * q) as usize).min(after.len().saturating_sub(1)))
+            .copied()
+    };
     let p99_s = at(0.99).unwrap_or(f64::NAN);
     let out = serde_json::json!({
         "outage_s": a.outage.as_secs_f64(),

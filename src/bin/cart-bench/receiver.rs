@@ -13,7 +13,9 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
@@ -42,7 +44,9 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/callback", listener.local_addr()?);
         let state = Arc::new(State::default());
-        state.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+        state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
         state.status.store(status, Ordering::Relaxed);
         let s = state.clone();
         tokio::spawn(async move {
@@ -72,7 +76,10 @@ impl Receiver {
     }
 }
 
-async fn answer(s: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    s: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let at = Instant::now();
     let webhook_id = req
         .headers()
@@ -80,7 +87,12 @@ async fn answer(s: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<B
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let cart = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["cart_id"].as_str().map(str::to_string))

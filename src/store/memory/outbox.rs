@@ -135,7 +135,9 @@ impl Outbox {
             b.pending += 1;
             if r.state.next_attempt_at <= now {
                 b.due += 1;
-                oldest = Some(oldest.map_or(r.state.next_attempt_at, |o| o.min(r.state.next_attempt_at)));
+                oldest = Some(
+                    oldest.map_or(r.state.next_attempt_at, |o| o.min(r.state.next_attempt_at)),
+                );
             }
         }
         b.oldest_due = oldest;

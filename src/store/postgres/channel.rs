@@ -14,7 +14,11 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 
 /// Sends `NOTIFY channel` each time `trigger` is poked (debounced).
-pub(super) async fn notify(cfg: tokio_postgres::Config, channel: &'static str, trigger: Arc<Notify>) {
+pub(super) async fn notify(
+    cfg: tokio_postgres::Config,
+    channel: &'static str,
+    trigger: Arc<Notify>,
+) {
     let mut client: Option<Client> = None;
     loop {
         trigger.notified().await;

@@ -20,15 +20,15 @@ mod writes;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::Notify;
 use tokio_postgres::{NoTls, Row, types::Json};
 use uuid::Uuid;
 
 use self::errors::{PgFailure, classify, pg, pool};
 use super::{
-    Backlog, CartPage, CartStore, Claim, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery, MergeRequest,
-    Outcome, now,
+    Backlog, CartPage, CartStore, Claim, Delivery, DeliveryState, IDEMPOTENCY_WINDOW, ListQuery,
+    MergeRequest, Outcome, now,
 };
 use crate::{
     domain::{

@@ -128,7 +128,10 @@ pub(super) async fn record(store: &PgStore, outcomes: &[(Uuid, Outcome)]) -> Res
     let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
     let states: Vec<&str> = rows.iter().map(|(_, r)| r.state).collect();
     let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, r)| r.next_attempt_at).collect();
-    let status: Vec<Option<i32>> = rows.iter().map(|(_, r)| r.last_status.map(i32::from)).collect();
+    let status: Vec<Option<i32>> = rows
+        .iter()
+        .map(|(_, r)| r.last_status.map(i32::from))
+        .collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|(_, r)| r.last_error).collect();
     let delivered: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, r)| r.delivered_at).collect();
     client
