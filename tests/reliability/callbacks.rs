@@ -19,9 +19,9 @@ async fn kill_9_mid_delivery_loses_no_callback() {
     let port = free_port();
     let rx = Receiver::start(&[]).await;
     // Slow answers, so that many POSTs are under way at the kill.
-    rx.set_delay(Duration::from_millis(300));
+    rx.set_delay(Duration::from_secs(1));
     let env = [
-        ("CART_CALLBACK_TIMEOUT", "2s"),
+        ("CART_CALLBACK_TIMEOUT", "5s"),
         ("CART_CALLBACK_BACKOFF", "1s,1s,1s,1s,1s"),
     ];
     let (mut server, mut client) = start_server_with(&db, port, &env).await;
@@ -45,7 +45,7 @@ async fn kill_9_mid_delivery_loses_no_callback() {
     }
     // Mid-delivery: some arrived, more are under way, the rest wait.
     let start = Instant::now();
-    while rx.received().len() < N / 3 {
+    while rx.received().len() < N / 4 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "deliveries never started"
