@@ -15,7 +15,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::{
     auth::{Authenticator, layer::AuthLayer, reload::KeyFile},
     boutique::BoutiqueCart,
-    callbacks::{CallbackSettings, CallbackWorker},
+    callbacks::{BreakerSettings, CallbackSettings, CallbackWorker, Caps},
     config::Config,
     domain::Policy,
     grpc::{
@@ -123,6 +123,11 @@ impl Application {
             config.sweep_interval,
             metrics.clone(),
         )));
+        // Tenants are configured, so per-tenant series are bounded; they show from the start.
+        match &config.api_keys {
+            Some(keys) => metrics.callback_tenants(keys.0.iter().map(|k| k.tenant.as_str())),
+            None => metrics.callback_tenants(["default"]),
+        }
         let worker =
             CallbackWorker::new(store.clone(), &callback_settings(&config), metrics.clone());
         tasks.push(tokio::spawn(worker.run()));
@@ -320,6 +325,12 @@ fn callback_settings(config: &Config) -> CallbackSettings {
         secrets,
         timeout: config.callback_timeout,
         backoff: config.callback_backoff.0.clone(),
+        caps: Caps {
+            total: config.callback_concurrency as usize,
+            per_endpoint: config.callback_endpoint_concurrency,
+            per_tenant: config.callback_tenant_concurrency,
+        },
+        breaker: BreakerSettings::default(),
     }
 }
 

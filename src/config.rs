@@ -59,6 +59,18 @@ pub struct Config {
     #[arg(long, env = "CART_CALLBACK_BACKOFF", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_backoff)]
     pub callback_backoff: Backoff,
 
+    /// Callback POSTs under way at once per replica.
+    #[arg(long, env = "CART_CALLBACK_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub callback_concurrency: u32,
+
+    /// Of those, to one endpoint (host:port), so a slow receiver takes only its share.
+    #[arg(long, env = "CART_CALLBACK_ENDPOINT_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub callback_endpoint_concurrency: u32,
+
+    /// Of those, for one tenant.
+    #[arg(long, env = "CART_CALLBACK_TENANT_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub callback_tenant_concurrency: u32,
+
     /// Hosts callback URLs may name, comma-separated; unset allows any.
     #[arg(long, env = "CART_CALLBACK_HOSTS", value_delimiter = ',')]
     pub callback_hosts: Option<Vec<String>>,

@@ -3,10 +3,22 @@
 //! with retries. Every replica runs a worker; a claim leases a row to one
 //! worker, so in the normal case each callback is POSTed once, and a crash
 //! only delays it until the lease ends (at least once).
+//!
+//! A worker runs deliveries concurrently within caps (in all, per endpoint,
+//! per tenant: `gates`), backs off an endpoint that keeps failing as a
+//! whole (`breaker`), and claims as soon as rows may be due (`dispatch`).
 
+mod breaker;
+mod dispatch;
+mod gates;
+mod record;
 pub mod sign;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -19,17 +31,14 @@ use hyper_util::{
 
 use tracing::Instrument as _;
 
-use self::sign::SigningKey;
+pub use self::{breaker::BreakerSettings, gates::Caps};
+use self::{breaker::Health, dispatch::Done, sign::SigningKey};
 use crate::{
     metrics::{CallbackOutcome, Metrics},
     ports::{Delivery, Outbox, Outcome},
     telemetry,
 };
 
-/// How often a worker looks for due callbacks.
-const POLL: Duration = Duration::from_millis(250);
-/// Callbacks claimed (and POSTed concurrently) per round.
-const BATCH: usize = 16;
 /// Response bytes read before the connection is let go.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -40,6 +49,9 @@ pub struct CallbackSettings {
     pub timeout: Duration,
     /// Pause before each retry; attempts = 1 + its length.
     pub backoff: Vec<Duration>,
+    /// Concurrency caps: in all, per endpoint, per tenant.
+    pub caps: Caps,
+    pub breaker: BreakerSettings,
 }
 
 pub struct CallbackWorker {
@@ -48,6 +60,8 @@ pub struct CallbackWorker {
     keys: HashMap<String, SigningKey>,
     timeout: Duration,
     backoff: Vec<Duration>,
+    caps: Caps,
+    breaker: BreakerSettings,
     metrics: Metrics,
 }
 
@@ -73,58 +87,65 @@ impl CallbackWorker {
             keys,
             timeout: settings.timeout,
             backoff: settings.backoff.clone(),
+            caps: settings.caps,
+            breaker: settings.breaker,
             metrics,
         }
     }
 
     pub async fn run(self) {
-        let worker = Arc::new(self);
-        loop {
-            tokio::time::sleep(POLL).await;
-            let lease = Utc::now() + worker.timeout + Duration::from_secs(5);
-            let batch = match worker.outbox.claim_callbacks(BATCH, lease).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot claim callbacks");
-                    continue;
-                }
-            };
-            let attempts = batch.into_iter().map(|d| {
-                let w = worker.clone();
-                tokio::spawn(async move { w.attempt(d).await })
-            });
-            for a in attempts {
-                let _ = a.await;
-            }
-        }
+        dispatch::run(Arc::new(self)).await
     }
 
-    async fn attempt(&self, d: Delivery) {
-        let outcome = match self.post(&d).await {
+    /// One attempt: POST, hand how it went to the recorder, and tell the loop.
+    async fn attempt(&self, d: Delivery, record: &record::Outcomes) -> Done {
+        let answer = self.post(&d).await;
+        // Any answer but 5xx and 429 shows the endpoint is up, whatever it
+        // thinks of this one callback.
+        let health = match answer {
+            Ok(status) if status < 500 && status != 429 => Health::Up,
+            _ => Health::Down,
+        };
+        let outcome = match answer {
             Ok(200) => Outcome::Delivered { status: 200 },
             Ok(status) => self.failed(&d, Some(status), format!("answered {status}")),
             Err(error) => self.failed(&d, None, error),
         };
-        self.metrics.callback_delivery(match outcome {
-            Outcome::Delivered { .. } => CallbackOutcome::Delivered,
-            Outcome::Retry { .. } => CallbackOutcome::Failed,
-            Outcome::GaveUp { .. } => CallbackOutcome::Abandoned,
-        });
-        let host = d.url.split('/').nth(2).unwrap_or("");
+        let tenant = d.tenant.as_str();
+        self.metrics.callback_delivery(
+            tenant,
+            match outcome {
+                Outcome::Delivered { .. } => CallbackOutcome::Delivered,
+                Outcome::Retry { .. } => CallbackOutcome::Failed,
+                Outcome::GaveUp { .. } => CallbackOutcome::Abandoned,
+            },
+        );
+        let endpoint = d.endpoint.as_str();
         match &outcome {
             Outcome::Delivered { .. } => {
-                tracing::info!(id = %d.id, tenant = d.tenant.as_str(), host, attempt = d.attempts, "callback delivered")
+                tracing::info!(id = %d.id, tenant, endpoint, attempt = d.attempts, "callback delivered")
             }
             Outcome::Retry { at, error, .. } => {
-                tracing::warn!(id = %d.id, tenant = d.tenant.as_str(), host, attempt = d.attempts, %error, next_attempt_at = %at, "callback failed; will retry")
+                tracing::warn!(id = %d.id, tenant, endpoint, attempt = d.attempts, %error, next_attempt_at = %at, "callback failed; will retry")
             }
             Outcome::GaveUp { error, .. } => {
-                tracing::error!(id = %d.id, tenant = d.tenant.as_str(), host, attempt = d.attempts, %error, "callback failed; giving up")
+                tracing::error!(id = %d.id, tenant, endpoint, attempt = d.attempts, %error, "callback failed; giving up")
             }
         }
-        if let Err(e) = self.outbox.record_callback(d.id, &outcome).await {
-            // The lease runs out and another attempt follows: at least once.
-            tracing::warn!(id = %d.id, error = %e, "cannot record callback attempt");
+        let retry_at = match outcome {
+            Outcome::Retry { at, .. } => {
+                Some(Instant::now() + (at - Utc::now()).to_std().unwrap_or_default())
+            }
+            _ => None,
+        };
+        // The recorder outlives the loop, so this only fails in a runtime
+        // shutting down; the lease then runs out (at least once).
+        let _ = record.send((d.id, outcome));
+        Done {
+            endpoint: d.endpoint,
+            tenant: d.tenant.0,
+            health,
+            retry_at,
         }
     }
 

@@ -71,6 +71,9 @@ struct ShedLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallbackLabels {
     outcome: CallbackOutcome,
+    /// Tenants are configured (API keys), so the set is bounded; URLs and
+    /// endpoints never become labels.
+    tenant: String,
 }
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
@@ -106,6 +109,11 @@ struct Inner {
     tasks_alive: Gauge,
     events_delivered: Counter,
     callbacks: Family<CallbackLabels, Counter>,
+    callbacks_in_flight: Gauge,
+    callbacks_pending: Gauge,
+    callbacks_due: Gauge,
+    callback_oldest_due: Gauge<f64, std::sync::atomic::AtomicU64>,
+    callback_circuits_open: Gauge,
     expiry_sweeps: Counter,
     carts_expired: Counter,
     authentications: Family<AuthLabels, Counter>,
@@ -185,13 +193,36 @@ impl Metrics {
         let callbacks = Family::<CallbackLabels, Counter>::default();
         registry.register(
             "callback_deliveries",
-            "Callback delivery attempts, by outcome",
+            "Callback delivery attempts, by outcome and tenant",
             callbacks.clone(),
         );
-        // Every outcome shows from the start, so rates work before the first failure.
-        for outcome in CallbackOutcome::ALL {
-            drop(callbacks.get_or_create(&CallbackLabels { outcome }));
-        }
+        let callbacks_in_flight = gauge(
+            &mut registry,
+            "callback_in_flight",
+            "Callback POSTs under way on this replica",
+        );
+        let callbacks_pending = gauge(
+            &mut registry,
+            "callback_backlog",
+            "Callbacks not yet delivered nor given up (the whole outbox, as this replica last sampled it)",
+        );
+        let callbacks_due = gauge(
+            &mut registry,
+            "callback_due",
+            "Of the backlog, callbacks due now (being attempted or waiting for a slot)",
+        );
+        let callback_oldest_due = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "callback_oldest_due_age",
+            "How long the oldest due callback has been due (0 when none is)",
+            Unit::Seconds,
+            callback_oldest_due.clone(),
+        );
+        let callback_circuits_open = gauge(
+            &mut registry,
+            "callback_circuits_open",
+            "Callback endpoints this replica is backing off as a whole (circuit open)",
+        );
         let expiry_sweeps = Counter::default();
         registry.register("expiry_sweeps", "Expiry sweeps run", expiry_sweeps.clone());
         let carts_expired = Counter::default();
@@ -232,6 +263,11 @@ impl Metrics {
                 tasks_alive,
                 events_delivered,
                 callbacks,
+                callbacks_in_flight,
+                callbacks_pending,
+                callbacks_due,
+                callback_oldest_due,
+                callback_circuits_open,
                 expiry_sweeps,
                 carts_expired,
                 authentications,
@@ -292,11 +328,43 @@ impl Metrics {
         self.inner.events_delivered.inc();
     }
 
-    pub fn callback_delivery(&self, outcome: CallbackOutcome) {
+    pub fn callback_delivery(&self, tenant: &str, outcome: CallbackOutcome) {
+        let labels = CallbackLabels {
+            outcome,
+            tenant: tenant.to_string(),
+        };
+        self.inner.callbacks.get_or_create(&labels).inc();
+    }
+
+    /// Makes every outcome of these tenants show from the start, so rates
+    /// work before the first failure.
+    pub fn callback_tenants<'a>(&self, tenants: impl IntoIterator<Item = &'a str>) {
+        for tenant in tenants {
+            for outcome in CallbackOutcome::ALL {
+                let labels = CallbackLabels {
+                    outcome,
+                    tenant: tenant.to_string(),
+                };
+                drop(self.inner.callbacks.get_or_create(&labels));
+            }
+        }
+    }
+
+    /// The delivery worker's state: POSTs under way, endpoints backed off.
+    pub fn callback_worker(&self, in_flight: usize, circuits_open: usize) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.inner.callbacks_in_flight.set(n(in_flight));
+        self.inner.callback_circuits_open.set(n(circuits_open));
+    }
+
+    /// A sample of the outbox: pending, due, age of the oldest due.
+    pub fn callback_backlog(&self, pending: u64, due: u64, oldest_due_age: Duration) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.inner.callbacks_pending.set(n(pending));
+        self.inner.callbacks_due.set(n(due));
         self.inner
-            .callbacks
-            .get_or_create(&CallbackLabels { outcome })
-            .inc();
+            .callback_oldest_due
+            .set(oldest_due_age.as_secs_f64());
     }
 
     /// One sweep ran and expired `expired_count` carts.
@@ -339,7 +407,8 @@ mod tests {
             Duration::from_millis(3),
         );
         m.expiry_sweep(4);
-        m.callback_delivery(CallbackOutcome::Failed);
+        m.callback_tenants(["shop"]);
+        m.callback_delivery("shop", CallbackOutcome::Failed);
         let text = m.render(None, 0);
         let labels = r#"{method="cart.v1.CartService/GetCart",code="NOT_FOUND"}"#;
         assert!(
@@ -352,11 +421,11 @@ mod tests {
         );
         assert!(text.contains("cart_carts_expired_total 4"), "{text}");
         assert!(
-            text.contains(r#"cart_callback_deliveries_total{outcome="failed"} 1"#),
+            text.contains(r#"cart_callback_deliveries_total{outcome="failed",tenant="shop"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"cart_callback_deliveries_total{outcome="delivered"} 0"#),
+            text.contains(r#"cart_callback_deliveries_total{outcome="delivered",tenant="shop"} 0"#),
             "{text}"
         );
     }

@@ -12,7 +12,7 @@ pub mod outbox;
 pub mod repository;
 
 pub use events::EventLog;
-pub use outbox::{Delivery, DeliveryState, Outbox, Outcome};
+pub use outbox::{Backlog, Budget, Claim, Delivery, DeliveryState, Outbox, Outcome, endpoint_of};
 pub use repository::{
     CartPage, CartRepository, Conflict, Inserted, Isolation, KeyRecord, ListQuery, Loaded,
     PageBuilder, PageCursor, Remembered, UnitOfWork, Write,

@@ -8,6 +8,7 @@ mod proxy;
 mod receiver;
 
 mod boutique;
+mod callback_delivery;
 mod callbacks;
 mod carts;
 mod concurrency;

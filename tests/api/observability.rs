@@ -91,7 +91,7 @@ async fn the_metrics_handle_feeds_the_endpoint(b: Backend) {
     m.watch_stream_opened();
     m.watch_stream_closed();
     m.event_delivered();
-    m.callback_delivery(CallbackOutcome::Delivered);
+    m.callback_delivery("default", CallbackOutcome::Delivered);
     m.expiry_sweep(3);
     m.expiry_sweep(0);
     let (_, text) = http_get(app.metrics_addr, "/metrics").await;
@@ -104,14 +104,14 @@ async fn the_metrics_handle_feeds_the_endpoint(b: Backend) {
     assert_eq!(
         sample(
             &text,
-            r#"cart_callback_deliveries_total{outcome="delivered"}"#
+            r#"cart_callback_deliveries_total{outcome="delivered",tenant="default"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &text,
-            r#"cart_callback_deliveries_total{outcome="abandoned"}"#
+            r#"cart_callback_deliveries_total{outcome="abandoned",tenant="default"}"#
         ),
         Some(0.0)
     );

@@ -11,7 +11,8 @@ use cart_service::{
         now,
     },
     ports::{
-        Conflict, Inserted, Isolation, KeyRecord, ListQuery, Outcome, Store, UnitOfWork, Write,
+        Budget, Claim, Conflict, Inserted, Isolation, KeyRecord, ListQuery, Outcome, Store,
+        UnitOfWork, Write,
     },
     store::{
         memory::MemoryStore,
@@ -418,6 +419,7 @@ async fn a_claimed_callback_is_leased_to_one_worker(b: Backend) {
     let t = tenant("t");
     let mut cart = new_cart("");
     insert(&*s, &t, &cart).await;
+    let written = s.callbacks_written();
     for cmd in [
         Command::Submit {
             expected_total: None,
@@ -429,9 +431,35 @@ async fn a_claimed_callback_is_leased_to_one_worker(b: Backend) {
         u.commit().await.unwrap();
     }
     assert_eq!(cart.status, CartStatus::Confirmed);
+    tokio::time::timeout(Duration::from_secs(10), written.notified())
+        .await
+        .expect("a committed callback wakes the workers");
+    let backlog = s.callback_backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.due), (1, 1));
 
     let lease = now() + TimeDelta::seconds(60);
-    let claimed = s.claim_callbacks(10, lease).await.unwrap();
+    let open = Budget {
+        default: 10,
+        except: vec![],
+    };
+    let claim = Claim {
+        limit: 10,
+        lease_until: lease,
+        endpoints: open.clone(),
+        tenants: open,
+    };
+    let closed = Claim {
+        endpoints: Budget {
+            default: 10,
+            except: vec![("127.0.0.1:9".into(), 0)],
+        },
+        ..claim.clone()
+    };
+    assert!(
+        s.claim_callbacks(&closed).await.unwrap().is_empty(),
+        "endpoint closed"
+    );
+    let claimed = s.claim_callbacks(&claim).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         (claimed[0].tenant.clone(), claimed[0].attempts),
@@ -439,7 +467,7 @@ async fn a_claimed_callback_is_leased_to_one_worker(b: Backend) {
     );
     assert!(claimed[0].body.contains(&cart.id.to_string()));
     assert!(
-        s.claim_callbacks(10, lease).await.unwrap().is_empty(),
+        s.claim_callbacks(&claim).await.unwrap().is_empty(),
         "leased"
     );
 
@@ -448,10 +476,10 @@ async fn a_claimed_callback_is_leased_to_one_worker(b: Backend) {
         status: Some(503),
         error: "busy".into(),
     };
-    s.record_callback(claimed[0].id, &retry).await.unwrap();
-    let again = s.claim_callbacks(10, lease).await.unwrap();
+    s.record_callbacks(&[(claimed[0].id, retry)]).await.unwrap();
+    let again = s.claim_callbacks(&claim).await.unwrap();
     assert_eq!((again[0].id, again[0].attempts), (claimed[0].id, 2));
-    s.record_callback(again[0].id, &Outcome::Delivered { status: 200 })
+    s.record_callbacks(&[(again[0].id, Outcome::Delivered { status: 200 })])
         .await
         .unwrap();
     let states = s.callbacks_of(&t, cart.id).await.unwrap();

@@ -21,6 +21,9 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The status it was (or is being) answered.
+    pub status: u16,
+    pub at: Instant,
 }
 
 impl Received {
@@ -38,6 +41,11 @@ struct Script {
     next: VecDeque<u16>,
     always: Option<u16>,
     received: Vec<Received>,
+    /// Each request is answered this long after it arrives.
+    delay: Duration,
+    /// Each request is held until this many are in flight at once.
+    gate: usize,
+    in_flight: usize,
 }
 
 pub struct Receiver {
@@ -63,7 +71,7 @@ impl Receiver {
         let script = Arc::new(Mutex::new(Script {
             next: statuses.iter().copied().collect(),
             always,
-            received: Vec::new(),
+            ..Script::default()
         }));
         let s = script.clone();
         let task = tokio::spawn(async move {
@@ -88,15 +96,29 @@ impl Receiver {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let status = {
+                            let (status, delay, gate) = {
                                 let mut s = s.lock().unwrap();
+                                let status = s.always.or_else(|| s.next.pop_front()).unwrap_or(200);
                                 s.received.push(Received {
                                     path,
                                     headers,
                                     body: String::from_utf8_lossy(&body).into_owned(),
+                                    status,
+                                    at: Instant::now(),
                                 });
-                                s.always.or_else(|| s.next.pop_front()).unwrap_or(200)
+                                s.in_flight += 1;
+                                (status, s.delay, s.gate)
                             };
+                            // Held until `gate` requests are in flight (bounded, so a
+                            // failing test ends rather than hangs).
+                            let held = Instant::now();
+                            while s.lock().unwrap().in_flight < gate
+                                && held.elapsed() < Duration::from_secs(60)
+                            {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            tokio::time::sleep(delay).await;
+                            s.lock().unwrap().in_flight -= 1;
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
                             Ok::<_, std::convert::Infallible>(resp)
@@ -109,6 +131,22 @@ impl Receiver {
             }
         });
         Receiver { addr, script, task }
+    }
+
+    /// Answers each request `delay` after it arrives (a slow or hanging receiver).
+    pub fn set_delay(&self, delay: Duration) {
+        self.script.lock().unwrap().delay = delay;
+    }
+
+    /// Holds each request until `n` are in flight at once: only a sender
+    /// with `n` requests under way gets any answer.
+    pub fn set_gate(&self, n: usize) {
+        self.script.lock().unwrap().gate = n;
+    }
+
+    /// Answers `status` to every request from now on (None: 200).
+    pub fn set_always(&self, status: Option<u16>) {
+        self.script.lock().unwrap().always = status;
     }
 
     pub fn url(&self, path: &str) -> String {

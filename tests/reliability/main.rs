@@ -19,6 +19,11 @@ use tonic::{Code, transport::Channel};
 
 type Client = CartServiceClient<Channel>;
 
+mod callbacks;
+#[allow(dead_code)] // shared with tests/api, which uses all of it
+#[path = "../api/receiver.rs"]
+mod receiver;
+
 fn admin_url() -> String {
     std::env::var("RELIABILITY_DATABASE_URL")
         .expect("RELIABILITY_DATABASE_URL (run scripts/reliability)")
@@ -54,7 +59,13 @@ fn free_port() -> u16 {
 
 /// Starts the real binary and waits until it answers.
 async fn start_server(db: &str, port: u16) -> (Child, Client) {
+    start_server_with(db, port, &[]).await
+}
+
+/// Starts the real binary with extra environment and waits until it answers.
+async fn start_server_with(db: &str, port: u16, env: &[(&str, &str)]) -> (Child, Client) {
     let child = Command::new(env!("CARGO_BIN_EXE_cart-service"))
+        .envs(env.iter().copied())
         .env("DATABASE_URL", db)
         .env("CART_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("CART_METRICS_ADDR", "127.0.0.1:0")

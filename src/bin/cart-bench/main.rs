@@ -57,6 +57,12 @@ enum Scenario {
     /// Mixed steady load for `--duration`, sampled; fails on an upward trend, a
     /// missed or repeated event, or a lost callback (scripts/soak).
     Soak,
+    /// Confirm --callbacks carts (at --rate) that call a local receiver back; delivered/s and latency.
+    Callbacks,
+    /// Tenant A's receiver hangs on --hanging callbacks; tenant B confirms --callbacks at --rate.
+    CallbackIsolation,
+    /// The receiver answers 503 for --outage while carts are confirmed, then 200.
+    CallbackOutage,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -83,7 +89,7 @@ struct Args {
     /// client that retries with backoff would.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     overload_backoff: Duration,
-    /// fairness: tenant B's API key.
+    /// Tenant B's API key (fairness, callback-isolation).
     #[arg(long, env = "CART_BENCH_API_KEY_B", hide_env_values = true)]
     api_key_b: Option<String>,
     /// fairness: tenant B's rate (requests/s).
@@ -157,6 +163,18 @@ struct Args {
     /// Time before trends are judged (soak).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     soak_warmup: Duration,
+    /// Callbacks (callback scenarios): carts confirmed.
+    #[arg(long, default_value_t = 2000)]
+    callbacks: usize,
+    /// The callback receiver answers after this long.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    receiver_delay: Duration,
+    /// Callbacks of tenant A to the hanging receiver (callback-isolation).
+    #[arg(long, default_value_t = 200)]
+    hanging: usize,
+    /// How long the receiver answers 503 (callback-outage).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    outage: Duration,
     /// Also write the JSON result to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -165,9 +183,11 @@ struct Args {
     label: String,
 }
 
+mod callbacks;
 mod churn;
 mod load;
 mod probe;
+mod receiver;
 mod soak;
 mod soak_load;
 mod soak_watch;
@@ -253,7 +273,13 @@ async fn main() -> anyhow::Result<()> {
             request_seq: AtomicU64::new(0),
             run_id,
         });
-        let carts = if args.scenario != Scenario::Lifecycle || args.no_seed {
+        let callback_scenario = matches!(
+            args.scenario,
+            Scenario::Callbacks | Scenario::CallbackIsolation | Scenario::CallbackOutage
+        );
+        let carts = if callback_scenario {
+            Vec::new()
+        } else if args.scenario != Scenario::Lifecycle || args.no_seed {
             seed(ctx.clone()).await?
         } else {
             Vec::new()
@@ -269,6 +295,9 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Fairness => fairness(ctx.clone()).await?,
             Scenario::Churn => churn::churn(ctx.clone()).await?,
             Scenario::Soak => soak::soak(ctx.clone()).await?,
+            Scenario::Callbacks => callbacks::callbacks(ctx.clone()).await?,
+            Scenario::CallbackIsolation => callbacks::isolation(ctx.clone()).await?,
+            Scenario::CallbackOutage => callbacks::outage(ctx.clone()).await?,
             s => {
                 let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
                 let (stats, d) = drive(

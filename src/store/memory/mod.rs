@@ -5,6 +5,7 @@
 //! `commit`, as a transaction would. Nothing survives a restart.
 
 mod log;
+mod outbox;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -36,13 +37,14 @@ struct State {
     keys: HashMap<(TenantId, String), Remembered>,
     /// The event log; an event's sequence is its index + 1.
     events: Vec<Arc<CartEvent>>,
-    /// The callback outbox, oldest first.
-    callbacks: Vec<log::MemoryCallback>,
+    outbox: outbox::Outbox,
 }
 
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     feed: Arc<EventFeed>,
+    /// The outbox's own wake-up, reachable without the lock.
+    callbacks_written: Arc<tokio::sync::Notify>,
 }
 
 impl Default for MemoryStore {
@@ -53,9 +55,12 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Self {
+        let state = State::default();
+        let callbacks_written = state.outbox.written();
         MemoryStore {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             feed: Arc::new(EventFeed::new()),
+            callbacks_written,
         }
     }
 }
@@ -157,8 +162,7 @@ impl State {
             } => {
                 self.record(feed, &tenant, &cart, change, at);
                 if let Some(due) = callback {
-                    self.callbacks
-                        .push(log::MemoryCallback::new(&tenant, &cart, due, at));
+                    self.outbox.push(&tenant, &cart, due, at);
                 }
                 if let Some((key, response)) = key.map(|k| *k) {
                     self.remember(&tenant, key, response, at);

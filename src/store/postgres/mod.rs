@@ -4,6 +4,7 @@
 //! in `feed`. No `pg_notify` is sent in writes: watchers read the event
 //! log, and other replicas hear of commits from a NOTIFY sent after them.
 
+mod channel;
 mod errors;
 mod events;
 mod feed;
@@ -44,6 +45,8 @@ pub struct PgStore {
     feed: Arc<EventFeed>,
     /// Poked after each commit so this replica's watchers hear of it at once.
     committed: Arc<feed::Committed>,
+    /// Told after a commit that wrote a callback delivery.
+    outbox: outbox::Wake,
 }
 
 impl PgStore {
@@ -76,10 +79,12 @@ impl PgStore {
             .map_err(|e| CartError::internal_from("building the pool", e))?;
         let feed = Arc::new(EventFeed::new());
         let committed = feed::start(cfg.clone(), feed.clone()).await;
+        let outbox = outbox::Wake::start(&cfg);
         Ok(PgStore {
             pool,
             feed,
             committed,
+            outbox,
         })
     }
 
@@ -176,7 +181,8 @@ impl CartRepository for PgStore {
     async fn begin(&self, isolation: Isolation) -> Result<Box<dyn UnitOfWork>, CartError> {
         let client = self.client().await?;
         let locked = isolation == Isolation::Locked;
-        let unit = unit::PgUnit::begin(client, locked, self.committed.clone()).await?;
+        let unit = unit::PgUnit::begin(client, locked, self.committed.clone(), self.outbox.clone())
+            .await?;
         Ok(Box::new(unit))
     }
 

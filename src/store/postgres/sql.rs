@@ -135,24 +135,54 @@ pub const CHANNEL: &str = "cart_events";
 pub const FORGET_OLD_KEYS: &str = "DELETE FROM idempotency_keys WHERE (tenant, key) IN \
      (SELECT tenant, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)";
 
-/// Claims callbacks due at $1, leased until $2, at most $3.
+/// Claims callbacks due at $1, leased until $2, at most $3, oldest due
+/// first, looking at the $4 oldest due candidates; at most a budget per
+/// endpoint ($5 by default, $6/$7 key/budget pairs, none of $8) and per
+/// tenant ($9, $10/$11, none of $12). Ranks in a window, then locks: the
+/// state and lease are checked again on the locked row.
 pub const CLAIM_CALLBACKS: &str = "
-WITH due AS (
-    SELECT id FROM callback_deliveries
+WITH cand AS (
+    SELECT id, coalesce(endpoint, '') AS endpoint, tenant, next_attempt_at FROM callback_deliveries
     WHERE state = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+      AND coalesce(endpoint, '') <> ALL($8::text[]) AND tenant <> ALL($12::text[])
     ORDER BY next_attempt_at
+    LIMIT $4
+), ranked AS (
+    SELECT c.id, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.endpoint ORDER BY c.next_attempt_at, c.id) AS en,
+           row_number() OVER (PARTITION BY c.tenant ORDER BY c.next_attempt_at, c.id) AS tn,
+           coalesce(eb.n, $5) AS e_budget, coalesce(tb.n, $9) AS t_budget
+    FROM cand c
+    LEFT JOIN unnest($6::text[], $7::int8[]) AS eb(k, n) ON eb.k = c.endpoint
+    LEFT JOIN unnest($10::text[], $11::int8[]) AS tb(k, n) ON tb.k = c.tenant
+), picked AS (
+    SELECT d.id FROM callback_deliveries d JOIN ranked r ON r.id = d.id
+    WHERE r.en <= r.e_budget AND r.tn <= r.t_budget
+      AND d.state = 'pending' AND (d.lease_until IS NULL OR d.lease_until <= $1)
+    ORDER BY r.next_attempt_at
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE callback_deliveries d SET attempts = d.attempts + 1, lease_until = $2
-FROM due WHERE d.id = due.id
-RETURNING d.id, d.tenant, d.url, d.payload::text, d.attempts";
+FROM picked WHERE d.id = picked.id
+RETURNING d.id, d.tenant, d.url, d.endpoint, d.payload::text, d.attempts";
 
-/// $1 id, $2 state, $3 next attempt (NULL: keep), $4 last status, $5 last error, $6 delivered at.
-pub const RECORD_CALLBACK: &str = "UPDATE callback_deliveries \
-     SET state = $2, next_attempt_at = coalesce($3, next_attempt_at), last_status = $4, last_error = $5, \
-         delivered_at = $6, lease_until = NULL \
-     WHERE id = $1";
+/// $1 now: pending callbacks, those due, and the oldest due one's due time.
+pub const CALLBACK_BACKLOG: &str = "SELECT count(*), count(*) FILTER (WHERE next_attempt_at <= $1), \
+     min(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) \
+     FROM callback_deliveries WHERE state = 'pending'";
+
+/// Where replicas tell each other "new callbacks are due" (after commit).
+pub const CALLBACK_CHANNEL: &str = "cart_callbacks";
+
+/// Attempts, as parallel arrays: $1 ids, $2 states, $3 next attempts
+/// (NULL: keep), $4 last statuses, $5 last errors, $6 delivered at.
+pub const RECORD_CALLBACKS: &str = "UPDATE callback_deliveries d \
+     SET state = u.state, next_attempt_at = coalesce(u.next, d.next_attempt_at), last_status = u.status, \
+         last_error = u.error, delivered_at = u.delivered, lease_until = NULL \
+     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::timestamptz[]) \
+         AS u(id, state, next, status, error, delivered) \
+     WHERE d.id = u.id";
 
 /// $1 tenant, $2 cart.
 pub const CALLBACKS_OF: &str = "SELECT id, version, url, state, attempts, last_status, last_error, \

@@ -30,7 +30,8 @@ const NAMES: &[(&str, &str)] = &[
     ("DUE_CARTS", sql::DUE_CARTS),
     ("FORGET_OLD_KEYS", sql::FORGET_OLD_KEYS),
     ("CLAIM_CALLBACKS", sql::CLAIM_CALLBACKS),
-    ("RECORD_CALLBACK", sql::RECORD_CALLBACK),
+    ("CALLBACK_BACKLOG", sql::CALLBACK_BACKLOG),
+    ("RECORD_CALLBACKS", sql::RECORD_CALLBACKS),
     ("CALLBACKS_OF", sql::CALLBACKS_OF),
 ];
 
@@ -62,7 +63,7 @@ mod tests {
     use super::*;
 
     /// Constants of `sql` that are not statements.
-    const NOT_STATEMENTS: &[&str] = &["CHANNEL"];
+    const NOT_STATEMENTS: &[&str] = &["CHANNEL", "CALLBACK_CHANNEL"];
 
     #[test]
     fn every_statement_has_its_name() {

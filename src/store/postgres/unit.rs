@@ -14,7 +14,7 @@ use tokio_postgres::types::Json;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{cart_at, errors::fail, feed::Committed, sql, traced};
+use super::{cart_at, errors::fail, feed::Committed, outbox::Wake, sql, traced};
 use crate::{
     domain::{Cart, CartError, CartId, IdempotencyKey, TenantId},
     ports::{Conflict, Inserted, KeyRecord, Loaded, Remembered, UnitOfWork, Write},
@@ -27,7 +27,10 @@ pub(super) struct PgUnit {
     in_tx: bool,
     /// Something was written in the open transaction.
     wrote: bool,
+    /// A callback delivery was written in the open transaction.
+    wrote_callback: bool,
     committed: Arc<Committed>,
+    callbacks: Wake,
 }
 
 impl PgUnit {
@@ -35,6 +38,7 @@ impl PgUnit {
         client: Object,
         locked: bool,
         committed: Arc<Committed>,
+        callbacks: Wake,
     ) -> Result<PgUnit, CartError> {
         if locked {
             client
@@ -46,7 +50,9 @@ impl PgUnit {
             client: Some(client),
             in_tx: locked,
             wrote: false,
+            wrote_callback: false,
             committed,
+            callbacks,
         })
     }
 
@@ -56,12 +62,18 @@ impl PgUnit {
             .expect("a unit of work keeps its connection")
     }
 
-    /// After a write took effect: at once outside a transaction, at commit inside.
-    fn wrote(&mut self) {
+    /// After a write took effect: tells watchers (and callback workers,
+    /// when it wrote a delivery) at once outside a transaction, at commit
+    /// inside.
+    fn wrote(&mut self, callback: bool) {
         if self.in_tx {
             self.wrote = true;
+            self.wrote_callback |= callback;
         } else {
             self.committed.poke();
+            if callback {
+                self.callbacks.written();
+            }
         }
     }
 }
@@ -193,7 +205,7 @@ impl UnitOfWork for PgUnit {
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) == 1 {
-            self.wrote();
+            self.wrote(false);
             return Ok(Inserted::Created);
         }
         // The reference is taken: answer the cart that holds it.
@@ -266,7 +278,7 @@ impl UnitOfWork for PgUnit {
         if row.get::<_, i64>(0) != 1 {
             return Err(Conflict::Raced);
         }
-        self.wrote();
+        self.wrote(write.callback.is_some());
         Ok(())
     }
 
@@ -276,6 +288,9 @@ impl UnitOfWork for PgUnit {
             self.in_tx = false;
             if self.wrote {
                 self.committed.poke();
+            }
+            if self.wrote_callback {
+                self.callbacks.written();
             }
         }
         Ok(())
