@@ -3,8 +3,9 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
+pub use crate::telemetry::LogFormat;
 use crate::{auth::keys::ApiKeys, domain::Currency};
 
 #[derive(Parser, Clone)]
@@ -122,12 +123,6 @@ pub struct Config {
     /// `service.name` of the exported spans.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "cart-service")]
     pub otel_service_name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `name:value` pairs whose values are secrets: Debug never shows them.

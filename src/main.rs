@@ -9,7 +9,11 @@ use cart_service::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let telemetry = telemetry::init(&config)?;
+    let telemetry = telemetry::init(&telemetry::Settings {
+        log_format: config.log_format,
+        otlp_endpoint: config.otlp_endpoint.as_deref(),
+        service_name: &config.otel_service_name,
+    })?;
     tracing::info!(?config, "starting");
     let app = Application::build(config).await?;
     let served = app.run_until(shutdown_signal()).await;

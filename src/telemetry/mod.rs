@@ -16,7 +16,6 @@ pub use self::spans::{
     callback_span, exporting, inject_context, record_callback_answer, record_cart_id,
     record_rpc_status, rpc_span, trace_id,
 };
-use crate::config::{Config, LogFormat};
 
 /// Keeps the trace pipeline alive; `shutdown` sends what is still queued.
 #[must_use = "dropping it without shutdown loses the last spans"]
@@ -24,9 +23,25 @@ pub struct Telemetry {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What telemetry needs from the configuration (kept apart from `Config`
+/// so that telemetry depends on nothing of ours).
+pub struct Settings<'a> {
+    pub log_format: LogFormat,
+    /// Unset or empty: no trace export.
+    pub otlp_endpoint: Option<&'a str>,
+    pub service_name: &'a str,
+}
+
 /// Installs the global subscriber: logs always, the OpenTelemetry layer
 /// only when an OTLP endpoint is configured.
-pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
+pub fn init(config: &Settings<'_>) -> anyhow::Result<Telemetry> {
     // The OpenTelemetry crates log their own start-up at info; their
     // warnings (a collector that does not answer, dropped spans) stay.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -40,9 +55,9 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .with_target(false)
             .boxed(),
     };
-    let endpoint = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty());
+    let endpoint = config.otlp_endpoint.filter(|e| !e.is_empty());
     let provider = endpoint
-        .map(|e| otel::provider(e, &config.otel_service_name))
+        .map(|e| otel::provider(e, config.service_name))
         .transpose()?;
     let traces = provider.as_ref().map(otel::layer);
     // A second init (several apps in one test process) keeps the first.
@@ -55,7 +70,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         spans::enable();
         tracing::info!(
             endpoint,
-            service = config.otel_service_name.as_str(),
+            service = config.service_name,
             "exporting traces over otlp/grpc"
         );
     }
