@@ -1,5 +1,5 @@
-//! "Look again" signals between replicas over LISTEN/NOTIFY, for the
-//! callback outbox: a NOTIFY is sent after commit by a task on a
+//! "Look again" signals between replicas over LISTEN/NOTIFY, for the event
+//! feed and the callback outbox: a NOTIFY is sent after commit by a task on a
 //! connection of its own (never inside a write), debounced; a LISTEN
 //! connection pokes this replica's waiter. Both reconnect after failures;
 //! meanwhile the waiter's own poll is the safety net.

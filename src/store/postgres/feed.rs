@@ -7,15 +7,13 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{errors::pg, event_from_row, sql};
+use super::{channel, errors::pg, event_from_row, sql};
 use crate::{domain::CartError, feed::EventFeed};
 
 /// Safety net: look again at least this often even when nothing woke us.
 const POLL: Duration = Duration::from_millis(500);
-/// At most one NOTIFY per this interval per replica, sent after commits.
-const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 /// Pause between two head computations while transactions are in flight.
 const SETTLE: Duration = Duration::from_millis(1);
 /// Head computations per wake-up before waiting for the next one.
@@ -127,7 +125,8 @@ pub(super) async fn head_now(client: &Client) -> Result<i64, CartError> {
 #[derive(Default)]
 pub(super) struct Committed {
     publisher: Notify,
-    notifier: Notify,
+    /// Watched by `channel::notify`, which sends the NOTIFY after commit.
+    notifier: Arc<Notify>,
 }
 
 impl Committed {
@@ -155,42 +154,10 @@ pub(super) async fn start(cfg: tokio_postgres::Config, feed: Arc<EventFeed>) -> 
     }
     publisher.published = publisher.mark.safe;
     publisher.feed.advance(publisher.mark.safe);
-    tokio::spawn(listen(cfg.clone(), remote.clone()));
-    tokio::spawn(notify_others(cfg, local.clone()));
+    tokio::spawn(channel::listen(cfg.clone(), sql::CHANNEL, remote.clone()));
+    tokio::spawn(channel::notify(cfg, sql::CHANNEL, local.notifier.clone()));
     tokio::spawn(publisher.run(local.clone(), remote));
     local
-}
-
-/// Tells other replicas "look again" after this one commits: at most one
-/// NOTIFY per `NOTIFY_EVERY`, on a connection of its own, never inside a
-/// write. Commits meanwhile fold into the next one.
-async fn notify_others(cfg: tokio_postgres::Config, committed: Arc<Committed>) {
-    let mut client: Option<Client> = None;
-    loop {
-        committed.notifier.notified().await;
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = match cfg.connect(NoTls).await {
-                Ok((c, conn)) => {
-                    tokio::spawn(conn);
-                    // A notification is delivered at commit; nobody waits
-                    // for its commit record to reach the disk.
-                    let _ = c.batch_execute("SET synchronous_commit = off").await;
-                    Some(c)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "notify connection failed; other replicas will poll");
-                    None
-                }
-            };
-        }
-        if let Some(c) = &client
-            && let Err(e) = c.batch_execute(&format!("NOTIFY {}", sql::CHANNEL)).await
-        {
-            tracing::debug!(error = %e, "notify failed; other replicas will poll");
-            client = None;
-        }
-        tokio::time::sleep(NOTIFY_EVERY).await;
-    }
 }
 
 struct Publisher {
@@ -279,43 +246,6 @@ impl Publisher {
             }
         }
         Ok(())
-    }
-}
-
-/// Keeps a LISTEN connection open (reconnecting after failures) and pokes
-/// `remote` on every notification and after every (re)connect.
-async fn listen(cfg: tokio_postgres::Config, remote: Arc<Notify>) {
-    loop {
-        match cfg.connect(NoTls).await {
-            Ok((client, mut conn)) => {
-                let poke = remote.clone();
-                let driver = tokio::spawn(async move {
-                    while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                        match msg {
-                            Ok(AsyncMessage::Notification(_)) => poke.notify_one(),
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "listen connection lost");
-                                break;
-                            }
-                        }
-                    }
-                });
-                match client
-                    .batch_execute(&format!("LISTEN {}", sql::CHANNEL))
-                    .await
-                {
-                    Ok(()) => {
-                        remote.notify_one();
-                        let _ = driver.await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "listen failed"),
-                }
-                drop(client);
-            }
-            Err(e) => tracing::debug!(error = %e, "listen connection failed; polling meanwhile"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
