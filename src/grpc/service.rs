@@ -438,7 +438,6 @@ impl CartService for CartApi {
         let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
         tokio::spawn(run_holding(
             slot,
-            tx.clone(),
             watching::cart_events(self.watcher(tenant, tx), id, first, r.after_version, live),
         ));
         Ok(Response::new(events_to_proto(rx)))
@@ -470,7 +469,6 @@ impl CartService for CartApi {
         let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
         tokio::spawn(run_holding(
             slot,
-            tx.clone(),
             watching::tenant_events(self.watcher(tenant, tx), statuses, after),
         ));
         Ok(Response::new(events_to_proto(rx)))

@@ -60,17 +60,10 @@ impl Drop for WatcherSlot {
     }
 }
 
-/// Runs a watcher loop holding its slot, until the loop ends or the
-/// client's side of the channel is gone.
-pub async fn run_holding<T: Send>(
-    slot: WatcherSlot,
-    client: tokio::sync::mpsc::Sender<T>,
-    run: impl Future<Output = ()>,
-) {
-    tokio::select! {
-        () = run => {},
-        () = client.closed() => {},
-    }
+/// Runs a watcher loop holding its slot until the loop ends (which it does
+/// as soon as its client leaves: see `crate::watch`).
+pub async fn run_holding(slot: WatcherSlot, run: impl Future<Output = ()>) {
+    run.await;
     drop(slot);
 }
 

@@ -33,7 +33,8 @@ impl Carts {
             req,
             idem,
         };
-        self.attempts(tenant, idem, Isolation::Locked, &merge).await
+        self.attempts(idem.map(|k| (tenant, k)), Isolation::Locked, &merge)
+            .await
     }
 }
 

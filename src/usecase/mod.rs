@@ -70,7 +70,7 @@ impl Carts {
             fingerprint,
             idem,
         };
-        self.attempts(tenant, idem, Isolation::Optimistic, &create)
+        self.attempts(idem.map(|k| (tenant, k)), Isolation::Optimistic, &create)
             .await
     }
 
@@ -91,7 +91,7 @@ impl Carts {
             expected_version,
             idem,
         };
-        self.attempts(tenant, idem, Isolation::Optimistic, &change)
+        self.attempts(idem.map(|k| (tenant, k)), Isolation::Optimistic, &change)
             .await
     }
 
@@ -104,9 +104,7 @@ impl Carts {
             policy: &self.policy,
             limit,
         };
-        let nobody = TenantId(String::new());
-        self.attempts(&nobody, None, Isolation::Locked, &expire)
-            .await
+        self.attempts(None, Isolation::Locked, &expire).await
     }
 
     /// Forgets up to `limit` idempotency keys past their window, so they
@@ -119,10 +117,10 @@ impl Carts {
 
     /// Runs `body` in a unit of work until it commits, fails for good or
     /// runs out of attempts; attempts after the first run `Locked`.
+    /// `key`: the call's idempotency key and its tenant, if it has one.
     async fn attempts<T>(
         &self,
-        tenant: &TenantId,
-        idem: Option<&IdempotencyKey>,
+        key: Option<(&TenantId, &IdempotencyKey)>,
         first: Isolation,
         body: &impl Attempt<Output = T>,
     ) -> Result<T, CartError> {
@@ -145,7 +143,7 @@ impl Carts {
                 Err(Conflict::KeyTaken) => {
                     // A concurrent call with this key committed (the next
                     // attempt replays it) or a key past its window is in the way.
-                    if let Some(key) = idem {
+                    if let Some((tenant, key)) = key {
                         let cutoff = now() - IDEMPOTENCY_WINDOW;
                         self.repo.forget_key(tenant, &key.key, cutoff).await?;
                     }
