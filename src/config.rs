@@ -88,9 +88,17 @@ pub struct Config {
     #[arg(long, env = "CART_DEFAULT_CURRENCY", default_value = "USD", value_parser = parse_currency)]
     pub default_currency: Currency,
 
-    /// How often each replica looks for carts to expire.
+    /// How often each replica expires and deletes what is due.
     #[arg(long, env = "CART_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
+
+    /// History kept in the event log; older events are deleted (the carts stay).
+    #[arg(long, env = "CART_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
+
+    /// Life of a cart after its last change once it is in a final status.
+    #[arg(long, env = "CART_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
 
     /// Longest life of one watch stream; the client then resumes from its last version or sequence.
     #[arg(long, env = "CART_WATCH_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]

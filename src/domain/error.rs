@@ -34,6 +34,7 @@ pub enum Reason {
     TooManyWatchers,
     DeadlineExceeded,
     CartTooLarge,
+    EventsCompacted,
 }
 
 impl Reason {
@@ -64,6 +65,7 @@ impl Reason {
             Reason::TooManyWatchers => "TOO_MANY_WATCHERS",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::CartTooLarge => "CART_TOO_LARGE",
+            Reason::EventsCompacted => "EVENTS_COMPACTED",
         }
     }
 }
@@ -137,11 +139,38 @@ pub enum CartError {
     DeadlineExceeded,
     #[error("the cart would encode to {bytes} bytes, more than the limit of {limit}")]
     CartTooLarge { bytes: usize, limit: usize },
+    #[error("{0}")]
+    EventsCompacted(Compacted),
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A bug or an unexpected store answer; logged in full, never detailed to callers.
     #[error("internal error: {0}")]
     Internal(#[source] InternalError),
+}
+
+/// Where the retention sweep cut a resume point's history (see the
+/// contract's Retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compacted {
+    /// Every event with a sequence at or below this one is gone.
+    Through(i64),
+    /// The oldest version of the cart still held.
+    OldestVersion(i64),
+}
+
+impl fmt::Display for Compacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compacted::Through(s) => write!(
+                f,
+                "events up to sequence {s} were deleted; resume with after_sequence >= {s}, or 0 for from now on"
+            ),
+            Compacted::OldestVersion(v) => write!(
+                f,
+                "versions before {v} were deleted; watch again without after_version for the cart as it stands"
+            ),
+        }
+    }
 }
 
 /// What went wrong inside, for the log: a description and, when another
@@ -233,6 +262,7 @@ impl CartError {
             CartError::TooManyWatchers { .. } => Reason::TooManyWatchers,
             CartError::DeadlineExceeded => Reason::DeadlineExceeded,
             CartError::CartTooLarge { .. } => Reason::CartTooLarge,
+            CartError::EventsCompacted(_) => Reason::EventsCompacted,
             CartError::Unavailable(_) => Reason::StoreUnavailable,
             CartError::Internal(_) => Reason::Internal,
         }

@@ -19,7 +19,7 @@ pub use caller::{AuthFailure, Authentication, Caller, Scope, Scopes};
 pub use cart::{Cart, CartId, LineItem, NewCart, Policy};
 pub use command::{Actor, Command, Details, ItemInput};
 pub use country::Country;
-pub use error::{CartError, FieldViolation, Reason};
+pub use error::{CartError, Compacted, FieldViolation, Reason};
 pub use event::CartEvent;
 pub use merge::{MergeOutcome, MergeStrategy, merge};
 pub use money::{Amount, Currency};

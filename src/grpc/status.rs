@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::domain::{CartError, Reason};
+use crate::domain::{CartError, Compacted, Reason};
 
 pub const ERROR_DOMAIN: &str = "cart.v1";
 
@@ -83,6 +83,13 @@ pub fn to_status(err: CartError) -> Status {
             meta.insert("bytes".into(), bytes.to_string());
             meta.insert("limit".into(), limit.to_string());
             Code::FailedPrecondition
+        }
+        CartError::EventsCompacted(at) => {
+            match at {
+                Compacted::Through(s) => meta.insert("compacted_through".into(), s.to_string()),
+                Compacted::OldestVersion(v) => meta.insert("oldest_version".into(), v.to_string()),
+            };
+            Code::OutOfRange
         }
         CartError::Unavailable(e) => {
             tracing::warn!(error = %e, "store unavailable");

@@ -10,6 +10,7 @@
 pub mod events;
 pub mod outbox;
 pub mod repository;
+pub mod retention;
 
 pub use events::EventLog;
 pub use outbox::{Backlog, Budget, Claim, Delivery, DeliveryState, Outbox, Outcome, endpoint_of};
@@ -17,6 +18,7 @@ pub use repository::{
     CartPage, CartRepository, Conflict, Inserted, Isolation, KeyRecord, ListQuery, Loaded,
     PageBuilder, PageCursor, Remembered, UnitOfWork, Write,
 };
+pub use retention::Retention;
 
 /// Every port one store adapter provides, for wiring it once.
 pub trait Store: CartRepository + EventLog + Outbox {}
