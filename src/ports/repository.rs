@@ -10,6 +10,8 @@
 //!   ends: no other unit saves them meanwhile;
 //! - `save` writes the next version of a cart only if the stored version is
 //!   the one before it, otherwise `Conflict::Raced` and nothing is written;
+//!   it saves a cart the same unit loaded (`load` or `load_expired`), so an
+//!   adapter may write only what differs from what it loaded;
 //!   with the cart it appends the change's event (see `crate::ports::events`),
 //!   records the idempotency key (if given) and the callback delivery (if
 //!   given) in the same atomic step;

@@ -81,7 +81,8 @@ async fn insert(s: &dyn Store, t: &TenantId, cart: &Cart) {
     u.commit().await.unwrap();
 }
 
-/// Applies `cmd` to `cart` and saves it through `u`.
+/// Applies `cmd` to `cart` and saves it through `u` (which loads the cart
+/// first, as the contract asks; `cart` may be older than what it loads).
 async fn change(
     u: &mut dyn UnitOfWork,
     t: &TenantId,
@@ -89,6 +90,7 @@ async fn change(
     cmd: Command,
     k: Option<&IdempotencyKey>,
 ) -> Result<(), Conflict> {
+    u.load(t, &[cart.id], None).await?;
     let at = now();
     let change: Change = cart.apply(&cmd, 0, at, &Policy::default()).unwrap();
     let write = Write {

@@ -43,7 +43,12 @@ pub fn classify(e: tokio_postgres::Error) -> Conflict {
 
 /// For statements outside a unit of work, which the caller does not retry.
 pub fn pg(e: tokio_postgres::Error) -> CartError {
-    match classify(e) {
+    settle(classify(e))
+}
+
+/// A unit of work's conflict, for a caller that does not retry.
+pub fn settle(c: Conflict) -> CartError {
+    match c {
         Conflict::Failed(err) => err,
         Conflict::KeyTaken => CartError::IdempotencyKeyReused,
         Conflict::Raced | Conflict::Retry => {

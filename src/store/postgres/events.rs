@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument as _;
 
-use super::{PgStore, errors::pg, event_from_row, feed, sql, traced};
+use super::{PgStore, errors::pg, feed, rows, sql, traced};
 use crate::{
     domain::{CartError, CartEvent, CartId, TenantId},
     feed::EventFeed,
@@ -65,11 +65,11 @@ impl PgStore {
     ) -> Result<Vec<CartEvent>, CartError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(query).await.map_err(pg)?;
-        let rows = client
+        let found = client
             .query(&stmt, params)
             .instrument(traced::statement(query))
             .await
             .map_err(pg)?;
-        rows.iter().map(event_from_row).collect()
+        rows::events(&found)
     }
 }

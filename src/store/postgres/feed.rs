@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::Notify;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{channel, errors::pg, event_from_row, sql};
+use super::{channel, errors::pg, rows, sql};
 use crate::{domain::CartError, feed::EventFeed};
 
 /// Safety net: look again at least this often even when nothing woke us.
@@ -236,12 +236,13 @@ impl Publisher {
                 .query(&o.events, &[&from, &head, &PAGE])
                 .await
                 .map_err(pg)?;
-            for row in &rows {
-                let event = event_from_row(row)?;
+            let events = rows::events(&rows)?;
+            let full = events.len() as i64 == PAGE;
+            for event in events {
                 self.published = event.sequence;
                 self.feed.publish(Arc::new(event));
             }
-            if (rows.len() as i64) < PAGE {
+            if !full {
                 self.published = head;
             }
         }

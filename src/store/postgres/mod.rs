@@ -10,6 +10,7 @@ mod events;
 mod feed;
 mod migrate;
 mod outbox;
+mod rows;
 mod sql;
 mod traced;
 mod unit;
@@ -19,17 +20,18 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Row, types::Json};
+use tokio_postgres::{NoTls, types::ToSql};
 use tracing::Instrument as _;
 
-use self::errors::{pg, pool};
+use self::errors::{fail, pg, pool, settle};
 use crate::{
-    domain::{
-        Cart, CartError, CartEvent, CartId, CartStatus, EventType, TenantId, limits::MAX_PAGE_BYTES,
-    },
+    domain::{Cart, CartError, CartId, TenantId, limits::MAX_PAGE_BYTES},
     feed::EventFeed,
     metrics::PoolUse,
-    ports::{CartPage, CartRepository, Isolation, ListQuery, PageBuilder, UnitOfWork},
+    ports::{
+        CartPage, CartRepository, Conflict, Isolation, ListQuery, PageBuilder, PageCursor,
+        UnitOfWork,
+    },
 };
 
 #[derive(Debug, Clone)]
@@ -104,76 +106,83 @@ impl PgStore {
     }
 }
 
-fn cart_at(row: &Row, idx: usize) -> Result<Cart, CartError> {
-    // Straight into Cart: no serde_json::Value tree in between (measured
-    // in BENCHMARKS.md); a document that does not decode is Internal.
-    let Json(cart): Json<Cart> = row.try_get(idx).map_err(pg)?;
-    Ok(cart)
+/// The tenant's carts among `ids` as they stand (those that exist).
+async fn get_carts(
+    c: &deadpool_postgres::Object,
+    tenant: &TenantId,
+    ids: &[CartId],
+) -> Result<Vec<Cart>, Conflict> {
+    let stmt = c.prepare_cached(sql::GET_CARTS).await.map_err(fail)?;
+    let rows = c
+        .query(&stmt, &[&tenant.as_str(), &ids])
+        .instrument(traced::statement(sql::GET_CARTS))
+        .await
+        .map_err(fail)?;
+    Ok(rows::carts(&rows)?.into_iter().flatten().collect())
 }
 
-/// Reads a row of the event queries in `sql` (see its `events!` macro).
-fn event_from_row(row: &Row) -> Result<CartEvent, CartError> {
-    let unknown =
-        |what: &str, v: &str| CartError::internal(format!("unknown {what} {v:?} in cart_events"));
-    let kind: &str = row.try_get(2).map_err(pg)?;
-    let previous: Option<&str> = row.try_get(3).map_err(pg)?;
-    Ok(CartEvent {
-        sequence: row.try_get(0).map_err(pg)?,
-        tenant: TenantId(row.try_get(1).map_err(pg)?),
-        event_type: EventType::parse(kind).ok_or_else(|| unknown("event type", kind))?,
-        previous_status: previous
-            .map(|p| CartStatus::parse(p).ok_or_else(|| unknown("status", p)))
-            .transpose()?,
-        occurred_at: row.try_get(4).map_err(pg)?,
-        cart: cart_at(row, 5)?,
-    })
+/// The first-page cursor: before every cart.
+fn first_page() -> PageCursor {
+    PageCursor {
+        created_at: DateTime::<Utc>::MAX_UTC,
+        id: CartId::max(),
+    }
 }
 
 #[async_trait]
 impl CartRepository for PgStore {
     async fn get(&self, tenant: &TenantId, id: CartId) -> Result<Cart, CartError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql::GET_CART).await.map_err(pg)?;
-        let row = client
-            .query_opt(&stmt, &[&tenant.as_str(), &id])
-            .instrument(traced::statement(sql::GET_CART))
+        get_carts(&client, tenant, &[id])
             .await
-            .map_err(pg)?;
-        cart_at(&row.ok_or(CartError::CartNotFound)?, 0)
+            .map_err(settle)?
+            .pop()
+            .ok_or(CartError::CartNotFound)
     }
 
     async fn list(&self, tenant: &TenantId, q: &ListQuery) -> Result<CartPage, CartError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql::LIST_CARTS).await.map_err(pg)?;
         let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
+        let after = q.after.unwrap_or_else(first_page);
         let limit = (q.page_size + 1) as i64;
         let budget = MAX_PAGE_BYTES as i64;
+        let common: [&(dyn ToSql + Sync); 5] = [
+            &tenant.as_str(),
+            &after.created_at,
+            &after.id,
+            &limit,
+            &budget,
+        ];
+        // A statement per filter shape, each served by its own index under
+        // custom and generic plans alike (no catch-all predicates).
+        let (query, params) = match (q.customer_id.is_empty(), statuses.is_empty()) {
+            (true, true) => (sql::LIST_CARTS, common.to_vec()),
+            (false, true) => (
+                sql::LIST_CUSTOMER_CARTS,
+                [&common[..], &[&q.customer_id]].concat(),
+            ),
+            (true, false) => (sql::LIST_STATUS_CARTS, [&common[..], &[&statuses]].concat()),
+            (false, false) => (
+                sql::LIST_CUSTOMER_STATUS_CARTS,
+                [&common[..], &[&q.customer_id, &statuses]].concat(),
+            ),
+        };
+        let stmt = client.prepare_cached(query).await.map_err(pg)?;
         let rows = client
-            .query(
-                &stmt,
-                &[
-                    &tenant.as_str(),
-                    &q.customer_id,
-                    &statuses,
-                    &q.after.map(|a| a.created_at),
-                    &q.after.map(|a| a.id),
-                    &limit,
-                    &budget,
-                ],
-            )
-            .instrument(traced::statement(sql::LIST_CARTS))
+            .query(&stmt, &params)
+            .instrument(traced::statement(query))
             .await
             .map_err(pg)?;
+        let found = rows::carts(&rows)?;
+        // A cart answered without its head is past the byte budget: the
+        // page ends before it.
+        let cut = found.iter().any(Option::is_none);
+        let mut carts: Vec<Cart> = found.into_iter().flatten().collect();
+        carts.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
         let mut page = PageBuilder::new(q.page_size);
-        for row in &rows {
-            let held: Option<Json<Cart>> = row.try_get(0).map_err(pg)?;
-            let Some(Json(cart)) = held else {
-                page.end_here();
-                break;
-            };
-            if !page.offer(&cart) {
-                break;
-            }
+        let offered = carts.iter().take_while(|c| page.offer(c)).count();
+        if cut && offered == carts.len() {
+            page.end_here();
         }
         Ok(page.finish())
     }

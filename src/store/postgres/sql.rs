@@ -1,101 +1,220 @@
 //! The statements of the Postgres store. Each change is ONE statement: the
-//! cart row, its event and its idempotency key are written together by a
-//! data-modifying CTE, so a change commits in one round trip.
+//! cart row, the lines that changed, its event and its idempotency key are
+//! written together by a data-modifying CTE, so a change commits in one
+//! round trip and writes about as much as it changed. Each read of a cart
+//! or an event is one statement too, so it sees one snapshot.
 
-/// $1 tenant, $2 id.
-pub const GET_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2";
+/// The columns of a line in the queries that read carts or events: the
+/// suffix `rows::line_at` reads.
+macro_rules! line_columns {
+    () => {
+        "l.sku, l.valid_from, l.valid_to, l.position, l.name, l.quantity, l.unit_price, \
+         l.list_price, l.attributes"
+    };
+}
 
-/// As GET_CART, holding the row until the transaction ends.
-pub const LOCK_CART: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = $2 FOR UPDATE";
+/// The same columns, empty, for the rows that are not lines.
+macro_rules! no_line {
+    () => {
+        "NULL::text, NULL::int8, NULL::int8, NULL::int8, NULL::text, NULL::int4, NULL::numeric, \
+         NULL::numeric, NULL::jsonb"
+    };
+}
 
-/// $1 tenant, $2 ids.
-pub const GET_CARTS: &str = "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2)";
+/// Carts as they stand, in one statement (one snapshot): a row per cart
+/// (id, head), then a row per current line (cart id, NULL, line), in no
+/// particular order. $1 tenant, $2 ids.
+pub const GET_CARTS: &str = concat!(
+    "SELECT id, doc, ",
+    no_line!(),
+    " FROM carts WHERE tenant = $1 AND id = ANY($2) \
+     UNION ALL SELECT l.cart_id, NULL, ",
+    line_columns!(),
+    " FROM cart_lines l WHERE l.tenant = $1 AND l.cart_id = ANY($2) AND l.valid_to IS NULL"
+);
 
-/// $1 tenant, $2 ids; locks in id order so that two merges cannot deadlock.
+/// Locks carts until the transaction ends, in id order so that two merges
+/// cannot deadlock; GET_CARTS then reads them (its snapshot is taken after
+/// the locks are held). $1 tenant, $2 ids.
 pub const LOCK_CARTS: &str =
-    "SELECT doc FROM carts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
+    "SELECT id FROM carts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
 
 /// $1 tenant, $2 key (at any age: the use case judges the window).
-pub const GET_KEY: &str = "SELECT fingerprint, response, created_at FROM idempotency_keys \
+pub const GET_KEY: &str = "SELECT fingerprint, cart_id, version, created_at FROM idempotency_keys \
      WHERE tenant = $1 AND key = $2";
 
 /// $1 tenant, $2 key, $3 cutoff: forgets a key older than the window so it can be used again.
 pub const FORGET_KEY: &str =
     "DELETE FROM idempotency_keys WHERE tenant = $1 AND key = $2 AND created_at <= $3";
 
-/// $1 tenant, $2 reference.
+/// $1 tenant, $2 reference: the cart that holds it and its create fingerprint.
 pub const GET_BY_REFERENCE: &str =
-    "SELECT doc, create_fingerprint FROM carts WHERE tenant = $1 AND reference = $2";
+    "SELECT id, create_fingerprint FROM carts WHERE tenant = $1 AND reference = $2";
 
-/// Inserts a cart with its CREATED event and key. Answers 0 when the
-/// reference is taken. $1 tenant, $2 id, $3 status, $4 customer, $5
-/// reference (NULL: none), $6 now, $7 expires, $8 fingerprint, $9 doc,
-/// $10 key (NULL: none), $11 key fingerprint.
-pub const INSERT_CART: &str = "
-WITH ins AS (
+/// The new lines of a change as parallel arrays, joined to `$t` (a CTE
+/// that answers the cart's id when the write goes ahead): sku, position
+/// (kept from the ended line of the same SKU when there is one), name,
+/// quantity, unit price, list price, attributes.
+macro_rules! new_lines {
+    ($from:literal, $position:literal) => {
+        concat!(
+            "INSERT INTO cart_lines (tenant, cart_id, sku, valid_from, position, name, quantity, \
+             unit_price, list_price, attributes) \
+             SELECT $1, t.id, n.sku, t.version, ",
+            $position,
+            ", n.name, n.quantity, n.unit_price, n.list_price, n.attributes FROM ",
+            $from
+        )
+    };
+}
+
+/// Inserts a cart with its lines, its CREATED event and key. Answers 0 when
+/// the reference is taken. $1 tenant, $2 id, $3 status, $4 customer, $5
+/// reference (NULL: none), $6 now, $7 expires, $8 fingerprint, $9 head,
+/// $10 size, $11 key (NULL: none), $12 key fingerprint, $13..$19 lines
+/// (sku, position, name, quantity, unit price, list price, attributes).
+pub const INSERT_CART: &str = concat!(
+    "
+WITH t AS (
     INSERT INTO carts (tenant, id, version, status, customer_id, reference, created_at, updated_at,
-                       expires_at, create_fingerprint, doc)
-    VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7, $8, $9)
+                       expires_at, create_fingerprint, doc, size)
+    VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7, $8, $9, $10)
     ON CONFLICT DO NOTHING
-    RETURNING id
+    RETURNING id, version
+), lines AS (",
+    new_lines!(
+        "t, unnest($13::text[], $14::int8[], $15::text[], $16::int4[], $17::numeric[], \
+         $18::numeric[], $19::jsonb[]) AS n(sku, position, name, quantity, unit_price, list_price, attributes)",
+        "n.position"
+    ),
+    "
 ), ev AS (
     INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
-    SELECT $1, id, 1, 'CREATED', $3, NULL, $6, $9 FROM ins
+    SELECT $1, id, 1, 'CREATED', $3, NULL, $6, $9 FROM t
 ), idem AS (
-    INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at)
-    SELECT $1, $10, $11, $9, $6 FROM ins WHERE $10::text IS NOT NULL
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
+    SELECT $1, $11, $12, id, 1, $6 FROM t WHERE $11::text IS NOT NULL
 )
-SELECT count(*) FROM ins";
+SELECT count(*) FROM t"
+);
 
-/// Writes the next version of a cart with its event (and key). Answers 0
-/// when the stored version is no longer $3 - 1 (a concurrent change won).
+/// Writes the next version of a cart: its head, the lines that changed
+/// (`$17` ends the current rows of those SKUs, `$18..$24` adds the new
+/// states), its event, key and callback. Answers 0 when the stored version
+/// is no longer $3 - 1 (a concurrent change won): then nothing is written.
 /// $1 tenant, $2 id, $3 new version, $4 status, $5 customer, $6 now, $7
-/// expires, $8 doc, $9 event type, $10 previous status, $11 key (NULL:
-/// none), $12 key fingerprint, $13 response to remember, $14 callback id,
-/// $15 callback URL (NULL: no callback due), $16 callback payload.
-pub const WRITE_CART: &str = "
-WITH upd AS (
-    UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7, doc = $8
+/// expires, $8 head, $9 size, $10 event type, $11 previous status, $12 key
+/// (NULL: none), $13 key fingerprint, $14/$15 the cart and version the key
+/// answers, $16 callback id, $17 callback URL (NULL: no callback due), $18
+/// callback payload, $19 ended SKUs, $20..$26 new lines.
+pub const WRITE_CART: &str = concat!(
+    "
+WITH t AS (
+    UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7,
+                     doc = $8, size = $9
     WHERE tenant = $1 AND id = $2 AND version = $3::bigint - 1
-    RETURNING id
+    RETURNING id, version
+), ended AS (
+    UPDATE cart_lines l SET valid_to = t.version FROM t
+    WHERE l.tenant = $1 AND l.cart_id = t.id AND l.valid_to IS NULL AND l.sku = ANY($19::text[])
+    RETURNING l.sku, l.position
+), lines AS (",
+    new_lines!(
+        "t CROSS JOIN unnest($20::text[], $21::int8[], $22::text[], $23::int4[], $24::numeric[], \
+         $25::numeric[], $26::jsonb[]) AS n(sku, position, name, quantity, unit_price, list_price, attributes) \
+         LEFT JOIN ended e ON e.sku = n.sku",
+        "coalesce(e.position, n.position)"
+    ),
+    "
 ), ev AS (
     INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
-    SELECT $1, id, $3, $9, $4, $10, $6, $8 FROM upd
+    SELECT $1, id, version, $10, $4, $11, $6, $8 FROM t
 ), idem AS (
-    INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at)
-    SELECT $1, $11, $12, $13, $6 FROM upd WHERE $11::text IS NOT NULL
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
+    SELECT $1, $12, $13, $14, $15, $6 FROM t WHERE $12::text IS NOT NULL
 ), cb AS (
     INSERT INTO callback_deliveries (id, tenant, cart_id, version, url, payload, next_attempt_at, created_at)
-    SELECT $14, $1, id, $3, $15, $16, $6, $6 FROM upd WHERE $15::text IS NOT NULL
+    SELECT $16, $1, id, version, $17, $18, $6, $6 FROM t WHERE $17::text IS NOT NULL
 )
-SELECT count(*) FROM upd";
+SELECT count(*) FROM t"
+);
 
-/// $1 tenant, $2 customer ('' = all), $3 statuses (empty = all), $4/$5
-/// cursor (created_at, id; NULL = first page), $6 limit.
-/// A page of carts: the document of each cart whose predecessors' JSON
-/// adds up to less than `$7` bytes, NULL past it (so that one ListCarts of
-/// large carts never brings more than about `$7` bytes into the server; a
-/// NULL ends the page there).
-pub const LIST_CARTS: &str = "
-SELECT CASE WHEN sum(len) OVER w - len < $7 THEN doc END
-FROM (
-  SELECT created_at, id, doc, octet_length(doc::text) AS len FROM carts
-  WHERE tenant = $1
-    AND ($2 = '' OR customer_id = $2)
-    AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
-    AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid))
-  ORDER BY created_at DESC, id DESC
-  LIMIT $6
-) page
-WINDOW w AS (ORDER BY created_at DESC, id DESC)
-ORDER BY created_at DESC, id DESC";
-
-/// An event query: the columns `event_from_row` reads, then `$rest`.
-macro_rules! events {
-    ($rest:literal) => {
+/// A ListCarts page: `$page` picks up to `$4` carts (id, created_at, doc,
+/// size) older in list order than the cursor ($2 created_at, $3 id), served
+/// by the index of its filter. Each is answered with its head and current
+/// lines while the page's sizes add up to less than `$5` bytes; past that a
+/// cart is answered without its head (NULL), which ends the page there, so
+/// that one page of large carts never brings more than about `$5` bytes
+/// into the server. $1 tenant.
+macro_rules! list_carts {
+    ($page:literal) => {
         concat!(
-            "SELECT sequence, tenant, type, previous_status, occurred_at, cart FROM cart_events ",
-            $rest
+            "WITH page AS (",
+            $page,
+            "), cut AS (SELECT id, doc, sum(size) OVER (ORDER BY created_at DESC, id DESC) - size < $5 AS keep \
+             FROM page) \
+             SELECT id, CASE WHEN keep THEN doc END, ",
+            no_line!(),
+            " FROM cut UNION ALL SELECT l.cart_id, NULL, ",
+            line_columns!(),
+            " FROM cut JOIN cart_lines l ON l.tenant = $1 AND l.cart_id = cut.id AND l.valid_to IS NULL \
+             WHERE cut.keep"
+        )
+    };
+}
+
+/// Every cart of the tenant (index carts_tenant_created_idx).
+pub const LIST_CARTS: &str = list_carts!(
+    "SELECT id, created_at, doc, size FROM carts WHERE tenant = $1 AND (created_at, id) < ($2, $3) \
+     ORDER BY created_at DESC, id DESC LIMIT $4"
+);
+
+/// $6 customer (not empty; index carts_tenant_customer_idx).
+pub const LIST_CUSTOMER_CARTS: &str = list_carts!(
+    "SELECT id, created_at, doc, size FROM carts \
+     WHERE tenant = $1 AND customer_id = $6 AND customer_id <> '' AND (created_at, id) < ($2, $3) \
+     ORDER BY created_at DESC, id DESC LIMIT $4"
+);
+
+/// $6 statuses (not empty): one range of carts_tenant_status_created_idx
+/// per status, merged, so the cost follows the page, not the tenant.
+pub const LIST_STATUS_CARTS: &str = list_carts!(
+    "SELECT p.* FROM unnest($6::text[]) AS s(status) CROSS JOIN LATERAL ( \
+       SELECT id, created_at, doc, size FROM carts \
+       WHERE tenant = $1 AND status = s.status AND (created_at, id) < ($2, $3) \
+       ORDER BY created_at DESC, id DESC LIMIT $4) p \
+     ORDER BY created_at DESC, id DESC LIMIT $4"
+);
+
+/// $6 customer, $7 statuses (neither empty): the customer's carts (a
+/// customer has few), filtered.
+pub const LIST_CUSTOMER_STATUS_CARTS: &str = list_carts!(
+    "SELECT id, created_at, doc, size FROM carts \
+     WHERE tenant = $1 AND customer_id = $6 AND customer_id <> '' AND status = ANY($7::text[]) \
+       AND (created_at, id) < ($2, $3) \
+     ORDER BY created_at DESC, id DESC LIMIT $4"
+);
+
+/// An event query: `$ev` picks events (its columns as below); each comes
+/// with the lines of its cart at its version, read in the same snapshot: a
+/// row per event (sequence, tenant, type, previous status, occurred at,
+/// head, cart id), then a row per line state any of them needs (NULLs,
+/// cart id, line), in no particular order.
+macro_rules! events {
+    ($ev:literal) => {
+        concat!(
+            "WITH ev AS (SELECT sequence, tenant, cart_id, version, type, previous_status, occurred_at, cart \
+             FROM cart_events ",
+            $ev,
+            "), span AS (SELECT tenant, cart_id, min(version) AS lo, max(version) AS hi FROM ev \
+             GROUP BY tenant, cart_id) \
+             SELECT sequence, tenant, type, previous_status, occurred_at, cart, cart_id, ",
+            no_line!(),
+            " FROM ev UNION ALL \
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, l.cart_id, ",
+            line_columns!(),
+            " FROM span JOIN cart_lines l ON l.tenant = span.tenant AND l.cart_id = span.cart_id \
+             AND l.valid_from <= span.hi AND (l.valid_to IS NULL OR l.valid_to > span.lo)"
         )
     };
 }
@@ -112,6 +231,10 @@ pub const CART_EVENTS: &str =
 pub const CURRENT_EVENT: &str =
     events!("WHERE tenant = $1 AND cart_id = $2 ORDER BY version DESC LIMIT 1");
 
+/// The cart at one version (what an idempotency key answers): $1 tenant,
+/// $2 cart, $3 version.
+pub const CART_AT_VERSION: &str = events!("WHERE tenant = $1 AND cart_id = $2 AND version = $3");
+
 /// Every tenant's events in ($1, $2], for the publisher; $3 limit.
 pub const EVENTS_BETWEEN: &str =
     events!("WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3");
@@ -124,9 +247,9 @@ pub const RUNNING_XIDS: &str = "SELECT coalesce(array_agg(backend_xid::text::big
      FROM pg_stat_activity \
      WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
 
-/// Carts past their expiry, locked, skipping those another sweeper holds.
-/// $1 now, $2 limit.
-pub const DUE_CARTS: &str = "SELECT tenant, doc FROM carts WHERE expires_at <= $1 \
+/// Carts past their expiry, locked, skipping those another sweeper holds
+/// (GET_CARTS then reads them). $1 now, $2 limit.
+pub const DUE_CARTS: &str = "SELECT tenant, id FROM carts WHERE expires_at <= $1 \
      ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
 pub const CHANNEL: &str = "cart_events";

@@ -11,9 +11,7 @@ use super::sql;
 /// Every statement by name. A statement missing here is named `SQL`
 /// (a unit test keeps the list complete).
 const NAMES: &[(&str, &str)] = &[
-    ("GET_CART", sql::GET_CART),
     ("GET_CARTS", sql::GET_CARTS),
-    ("LOCK_CART", sql::LOCK_CART),
     ("LOCK_CARTS", sql::LOCK_CARTS),
     ("GET_KEY", sql::GET_KEY),
     ("FORGET_KEY", sql::FORGET_KEY),
@@ -21,9 +19,16 @@ const NAMES: &[(&str, &str)] = &[
     ("INSERT_CART", sql::INSERT_CART),
     ("WRITE_CART", sql::WRITE_CART),
     ("LIST_CARTS", sql::LIST_CARTS),
+    ("LIST_CUSTOMER_CARTS", sql::LIST_CUSTOMER_CARTS),
+    ("LIST_STATUS_CARTS", sql::LIST_STATUS_CARTS),
+    (
+        "LIST_CUSTOMER_STATUS_CARTS",
+        sql::LIST_CUSTOMER_STATUS_CARTS,
+    ),
     ("TENANT_EVENTS", sql::TENANT_EVENTS),
     ("CART_EVENTS", sql::CART_EVENTS),
     ("CURRENT_EVENT", sql::CURRENT_EVENT),
+    ("CART_AT_VERSION", sql::CART_AT_VERSION),
     ("EVENTS_BETWEEN", sql::EVENTS_BETWEEN),
     ("LAST_SEQUENCE", sql::LAST_SEQUENCE),
     ("RUNNING_XIDS", sql::RUNNING_XIDS),

@@ -5,18 +5,28 @@
 //! `Locked`: the same statements inside a transaction whose reads lock the
 //! carts (`FOR UPDATE`).
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use tokio_postgres::types::Json;
+use tokio_postgres::{Row, types::Json};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{cart_at, errors::fail, feed::Committed, outbox::Wake, sql, traced};
+use super::{
+    errors::fail,
+    feed::Committed,
+    get_carts,
+    outbox::Wake,
+    rows::{self, NewLines, changed_lines, head_of},
+    sql, traced,
+};
 use crate::{
-    domain::{Cart, CartError, CartId, IdempotencyKey, TenantId},
+    domain::{Cart, CartError, CartId, IdempotencyKey, TenantId, size::encoded_len},
     ports::{Conflict, Inserted, KeyRecord, Loaded, Remembered, UnitOfWork, Write},
 };
 
@@ -31,6 +41,9 @@ pub(super) struct PgUnit {
     wrote_callback: bool,
     committed: Arc<Committed>,
     callbacks: Wake,
+    /// The carts as this unit loaded them: a save writes only the lines
+    /// that differ.
+    loaded: HashMap<CartId, Cart>,
 }
 
 impl PgUnit {
@@ -53,6 +66,7 @@ impl PgUnit {
             wrote_callback: false,
             committed,
             callbacks,
+            loaded: HashMap::new(),
         })
     }
 
@@ -78,6 +92,37 @@ impl PgUnit {
     }
 }
 
+/// What a key's row (GET_KEY) remembers: the cart at the version it
+/// answered, or, once retention has dropped that version, the cart as it
+/// stands (see README, Retention).
+async fn answer_of_key(c: &Object, tenant: &TenantId, row: &Row) -> Result<Remembered, Conflict> {
+    let id: CartId = row.try_get(1).map_err(fail)?;
+    let version: i64 = row.try_get(2).map_err(fail)?;
+    let stmt = c.prepare_cached(sql::CART_AT_VERSION).await.map_err(fail)?;
+    let rows = c
+        .query(&stmt, &[&tenant.as_str(), &id, &version])
+        .instrument(traced::statement(sql::CART_AT_VERSION))
+        .await
+        .map_err(fail)?;
+    let response = match rows::events(&rows)?.pop() {
+        Some(event) => event.cart,
+        None => get_carts(c, tenant, &[id])
+            .await?
+            .pop()
+            .ok_or(Conflict::Retry)?, // purged in between: try again
+    };
+    Ok(Remembered {
+        fingerprint: row.try_get(0).map_err(fail)?,
+        response,
+        recorded_at: row.try_get(3).map_err(fail)?,
+    })
+}
+
+/// The encoded size a ListCarts page budgets for the cart.
+fn size_of(cart: &Cart) -> i32 {
+    i32::try_from(encoded_len(cart)).unwrap_or(i32::MAX)
+}
+
 impl Drop for PgUnit {
     fn drop(&mut self) {
         // Dropped mid-transaction (the call was cancelled): the connection
@@ -98,52 +143,38 @@ impl UnitOfWork for PgUnit {
         ids: &[CartId],
         key: Option<&str>,
     ) -> Result<Loaded, Conflict> {
-        let c = self.client();
         let locked = self.in_tx;
+        let c = self.client();
         let carts = async {
-            let (one, many) = if locked {
-                (sql::LOCK_CART, sql::LOCK_CARTS)
-            } else {
-                (sql::GET_CART, sql::GET_CARTS)
-            };
-            let rows = match ids {
-                [] => Vec::new(),
-                [id] => {
-                    let stmt = c.prepare_cached(one).await.map_err(fail)?;
-                    c.query(&stmt, &[&tenant.as_str(), id])
-                        .await
-                        .map_err(fail)?
-                }
-                _ => {
-                    let stmt = c.prepare_cached(many).await.map_err(fail)?;
-                    c.query(&stmt, &[&tenant.as_str(), &ids])
-                        .await
-                        .map_err(fail)?
-                }
-            };
-            rows.iter()
-                .map(|r| cart_at(r, 0).map_err(Conflict::Failed))
-                .collect::<Result<Vec<_>, _>>()
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            if locked {
+                // Its snapshot comes after the locks: GET_CARTS then reads
+                // the carts as they stand while this unit holds them.
+                let stmt = c.prepare_cached(sql::LOCK_CARTS).await.map_err(fail)?;
+                c.query(&stmt, &[&tenant.as_str(), &ids])
+                    .instrument(traced::statement(sql::LOCK_CARTS))
+                    .await
+                    .map_err(fail)?;
+            }
+            get_carts(c, tenant, ids).await
         };
         let remembered = async {
             let Some(key) = key else { return Ok(None) };
             let stmt = c.prepare_cached(sql::GET_KEY).await.map_err(fail)?;
-            let Some(row) = c
-                .query_opt(&stmt, &[&tenant.as_str(), &key])
+            c.query_opt(&stmt, &[&tenant.as_str(), &key])
                 .instrument(traced::statement(sql::GET_KEY))
                 .await
-                .map_err(fail)?
-            else {
-                return Ok(None);
-            };
-            Ok::<_, Conflict>(Some(Remembered {
-                fingerprint: row.try_get(0).map_err(fail)?,
-                response: cart_at(&row, 1)?,
-                recorded_at: row.try_get(2).map_err(fail)?,
-            }))
+                .map_err(fail)
         };
-        // Both statements go out before either answer comes back: one round trip.
-        let (carts, remembered) = tokio::try_join!(carts, remembered)?;
+        // The statements go out before any answer comes back: one round trip.
+        let (carts, key_row) = tokio::try_join!(carts, remembered)?;
+        let remembered = match key_row {
+            Some(row) => Some(answer_of_key(c, tenant, &row).await?),
+            None => None,
+        };
+        self.loaded.extend(carts.iter().map(|c| (c.id, c.clone())));
         Ok(Loaded { carts, remembered })
     }
 
@@ -162,12 +193,22 @@ impl UnitOfWork for PgUnit {
             .instrument(traced::statement(sql::DUE_CARTS))
             .await
             .map_err(fail)?;
-        rows.iter()
-            .map(|row| {
-                let tenant = TenantId(row.try_get(0).map_err(fail)?);
-                Ok((tenant, cart_at(row, 1)?))
-            })
-            .collect()
+        let mut due: BTreeMap<String, Vec<CartId>> = BTreeMap::new();
+        for row in &rows {
+            due.entry(row.try_get(0).map_err(fail)?)
+                .or_default()
+                .push(row.try_get(1).map_err(fail)?);
+        }
+        let mut out = Vec::new();
+        for (tenant, ids) in due {
+            let tenant = TenantId(tenant);
+            for cart in get_carts(c, &tenant, &ids).await? {
+                out.push((tenant.clone(), cart));
+            }
+        }
+        self.loaded
+            .extend(out.iter().map(|(_, c)| (c.id, c.clone())));
+        Ok(out)
     }
 
     async fn insert(
@@ -183,6 +224,7 @@ impl UnitOfWork for PgUnit {
             Some(k) => (Some(k.key.as_str()), Some(&k.fingerprint[..])),
             None => (None, None),
         };
+        let lines = NewLines::all(cart);
         let stmt = c.prepare_cached(sql::INSERT_CART).await.map_err(fail)?;
         let row = c
             .query_one(
@@ -196,9 +238,17 @@ impl UnitOfWork for PgUnit {
                     &cart.created_at,
                     &cart.expires_at,
                     &&fingerprint[..],
-                    &Json(cart),
+                    &Json(head_of(cart)),
+                    &size_of(cart),
                     &key,
                     &key_fp,
+                    &lines.skus,
+                    &lines.positions,
+                    &lines.names,
+                    &lines.quantities,
+                    &lines.unit_prices,
+                    &lines.list_prices,
+                    &lines.attributes,
                 ],
             )
             .instrument(traced::statement(sql::INSERT_CART))
@@ -219,8 +269,13 @@ impl UnitOfWork for PgUnit {
             .await
             .map_err(fail)?
             .ok_or(Conflict::Retry)?; // deleted in between: try again
+        let id: CartId = row.try_get(0).map_err(fail)?;
+        let holder = get_carts(c, tenant, &[id])
+            .await?
+            .pop()
+            .ok_or(Conflict::Retry)?;
         Ok(Inserted::ReferenceTaken {
-            cart: Box::new(cart_at(&row, 0)?),
+            cart: Box::new(holder),
             fingerprint: row.try_get(1).map_err(fail)?,
         })
     }
@@ -231,15 +286,24 @@ impl UnitOfWork for PgUnit {
         write: &Write<'_>,
         key: Option<KeyRecord<'_>>,
     ) -> Result<(), Conflict> {
-        let c = self.client();
         let cart = write.cart;
-        let (key, fingerprint, response) = match key {
+        let before = self
+            .loaded
+            .remove(&cart.id)
+            .ok_or_else(|| CartError::internal("a unit of work saved a cart it had not loaded"))?;
+        if before.version != cart.version - 1 {
+            // Not the version this write would follow: it cannot go ahead.
+            return Err(Conflict::Raced);
+        }
+        let c = self.client();
+        let (key, fingerprint, answer_id, answer_version) = match key {
             Some(k) => (
                 Some(k.key.key.as_str()),
                 Some(&k.key.fingerprint[..]),
-                Some(Json(k.response)),
+                Some(k.response.id),
+                Some(k.response.version),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let (cb_id, cb_url, cb_payload) = match &write.callback {
             Some(due) => (
@@ -249,6 +313,7 @@ impl UnitOfWork for PgUnit {
             ),
             None => (None, None, None),
         };
+        let (ended, lines) = changed_lines(&before, cart);
         let stmt = c.prepare_cached(sql::WRITE_CART).await.map_err(fail)?;
         let row = c
             .query_one(
@@ -261,15 +326,25 @@ impl UnitOfWork for PgUnit {
                     &cart.customer_id,
                     &write.at,
                     &cart.expires_at,
-                    &Json(cart),
+                    &Json(head_of(cart)),
+                    &size_of(cart),
                     &write.change.event.as_str(),
                     &write.change.previous_status.as_str(),
                     &key,
                     &fingerprint,
-                    &response,
+                    &answer_id,
+                    &answer_version,
                     &cb_id,
                     &cb_url,
                     &cb_payload,
+                    &ended,
+                    &lines.skus,
+                    &lines.positions,
+                    &lines.names,
+                    &lines.quantities,
+                    &lines.unit_prices,
+                    &lines.list_prices,
+                    &lines.attributes,
                 ],
             )
             .instrument(traced::statement(sql::WRITE_CART))
