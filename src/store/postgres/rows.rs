@@ -1,12 +1,14 @@
-//! Between carts and rows: a cart is stored as its head (the cart without
-//! its lines, JSON in `carts.doc` and `cart_events.cart`) and its lines
-//! (`cart_lines`, a row per state of a line with the versions it belongs
-//! to). Reads answer heads and line rows from one snapshot (see `sql`);
-//! this module puts carts together again, and turns a change into the
-//! line rows it ends and adds.
+//! Between carts and rows. A cart is stored as its row in `carts` (what
+//! changes with every version), its head (the cart without its lines,
+//! JSON) and its lines, heads and lines with a row per state and the
+//! versions of the cart each belongs to (see migration V6). Reads answer
+//! rows of four kinds in one layout (see `sql`); this module puts carts and
+//! events together again, and turns a change into the states it ends and
+//! adds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::Json};
 
@@ -15,128 +17,220 @@ use crate::domain::{
     Cart, CartError, CartEvent, CartId, CartStatus, EventType, LineItem, TenantId,
 };
 
-/// A state of a line, with the versions of its cart it belongs to.
-struct LineState {
-    valid_from: i64,
+// The columns of the row layout of `sql`.
+const KIND: usize = 0;
+const CART: usize = 1;
+const A: usize = 2;
+const B: usize = 3;
+const C: usize = 4;
+const T1: usize = 5;
+const T2: usize = 6;
+const T3: usize = 7;
+const T4: usize = 8;
+const TS1: usize = 9;
+const TS2: usize = 10;
+const J: usize = 11;
+const I: usize = 12;
+const N1: usize = 13;
+const N2: usize = 14;
+
+/// The versions of its cart a state of a head or a line belongs to.
+struct Span {
+    from: i64,
     /// None: current.
-    valid_to: Option<i64>,
-    position: i64,
-    item: LineItem,
+    to: Option<i64>,
 }
 
-impl LineState {
-    fn at(&self, version: i64) -> bool {
-        self.valid_from <= version && self.valid_to.is_none_or(|to| to > version)
-    }
-}
-
-/// Reads the line columns (`sql::line_columns!`) starting at `at`; None on
-/// a row that is not a line.
-fn line_at(row: &Row, at: usize) -> Result<Option<LineState>, CartError> {
-    let Some(sku) = row.try_get::<_, Option<String>>(at).map_err(pg)? else {
-        return Ok(None);
-    };
-    let attributes: Option<Json<BTreeMap<String, String>>> = row.try_get(at + 8).map_err(pg)?;
-    Ok(Some(LineState {
-        valid_from: row.try_get(at + 1).map_err(pg)?,
-        valid_to: row.try_get(at + 2).map_err(pg)?,
-        position: row.try_get(at + 3).map_err(pg)?,
-        item: LineItem {
-            sku,
-            name: row.try_get(at + 4).map_err(pg)?,
-            quantity: row.try_get(at + 5).map_err(pg)?,
-            unit_price: row.try_get(at + 6).map_err(pg)?,
-            list_price: row.try_get(at + 7).map_err(pg)?,
-            attributes: attributes.map(|Json(a)| a).unwrap_or_default(),
-        },
-    }))
-}
-
-fn head_at(row: &Row, at: usize) -> Result<Option<Cart>, CartError> {
-    // Straight into Cart: no serde_json::Value tree in between.
-    let head: Option<Json<Cart>> = row.try_get(at).map_err(pg)?;
-    Ok(head.map(|Json(c)| c))
-}
-
-/// Line states read for some carts, by cart.
-#[derive(Default)]
-struct Lines(HashMap<CartId, Vec<LineState>>);
-
-impl Lines {
-    fn add(&mut self, cart: CartId, line: LineState) {
-        self.0.entry(cart).or_default().push(line);
-    }
-
-    /// Gives `cart` its lines at its version, in the order first added. A
-    /// head that still holds its lines (an event written before lines had
-    /// their own table) keeps them.
-    fn fill(&self, cart: &mut Cart) {
-        if !cart.items.is_empty() {
-            return;
-        }
-        let Some(states) = self.0.get(&cart.id) else {
-            return;
-        };
-        let mut at: Vec<&LineState> = states.iter().filter(|l| l.at(cart.version)).collect();
-        at.sort_by_key(|l| l.position);
-        cart.items = at.into_iter().map(|l| l.item.clone()).collect();
-    }
-}
-
-/// Carts from the rows of `GET_CARTS` or a `list_carts!` query (id, head,
-/// line); `None` for a cart whose head the query withheld. In no order.
-pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
-    let mut heads = Vec::new();
-    let mut lines = Lines::default();
-    for row in rows {
-        let id: CartId = row.try_get(0).map_err(pg)?;
-        match line_at(row, 2)? {
-            Some(line) => lines.add(id, line),
-            None => heads.push(head_at(row, 1)?),
-        }
-    }
-    Ok(heads
-        .into_iter()
-        .map(|head| {
-            head.map(|mut cart| {
-                lines.fill(&mut cart);
-                cart
-            })
+impl Span {
+    fn read(row: &Row) -> Result<Span, CartError> {
+        Ok(Span {
+            from: row.try_get(A).map_err(pg)?,
+            to: row.try_get(B).map_err(pg)?,
         })
-        .collect())
+    }
+
+    fn holds(&self, version: i64) -> bool {
+        self.from <= version && self.to.is_none_or(|to| to > version)
+    }
+}
+
+/// What changes with every version, read beside a head.
+struct Stamp {
+    version: i64,
+    status: CartStatus,
+    updated_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn status(s: &str) -> Result<CartStatus, CartError> {
+    CartStatus::parse(s).ok_or_else(|| CartError::internal(format!("unknown status {s:?} stored")))
+}
+
+/// Head and line states read for some carts, by cart.
+#[derive(Default)]
+struct States {
+    heads: HashMap<CartId, Vec<(Span, Cart)>>,
+    lines: HashMap<CartId, Vec<(Span, i64, LineItem)>>,
+}
+
+impl States {
+    /// Takes a row of kind 1 or 2; false for another kind.
+    fn take(&mut self, kind: i32, cart: CartId, row: &Row) -> Result<bool, CartError> {
+        match kind {
+            1 => {
+                let Json(head): Json<Cart> = row.try_get(J).map_err(pg)?;
+                self.heads
+                    .entry(cart)
+                    .or_default()
+                    .push((Span::read(row)?, head));
+            }
+            2 => {
+                let attributes: Option<Json<BTreeMap<String, String>>> =
+                    row.try_get(J).map_err(pg)?;
+                let item = LineItem {
+                    sku: row.try_get(T1).map_err(pg)?,
+                    name: row.try_get(T2).map_err(pg)?,
+                    quantity: row.try_get(I).map_err(pg)?,
+                    unit_price: row.try_get::<_, Decimal>(N1).map_err(pg)?,
+                    list_price: row.try_get::<_, Decimal>(N2).map_err(pg)?,
+                    attributes: attributes.map(|Json(a)| a).unwrap_or_default(),
+                };
+                let position = row.try_get(C).map_err(pg)?;
+                self.lines
+                    .entry(cart)
+                    .or_default()
+                    .push((Span::read(row)?, position, item));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The cart `id` as it stood at `stamp.version`: its head then, with
+    /// the stamp, and its lines then in the order first added.
+    fn cart_at(&self, id: CartId, stamp: Stamp) -> Result<Cart, CartError> {
+        let mut cart = self
+            .heads
+            .get(&id)
+            .and_then(|hs| hs.iter().find(|(span, _)| span.holds(stamp.version)))
+            .map(|(_, head)| head.clone())
+            .ok_or_else(|| {
+                CartError::internal(format!("no head of cart {id} at version {}", stamp.version))
+            })?;
+        cart.version = stamp.version;
+        cart.status = stamp.status;
+        cart.updated_at = stamp.updated_at;
+        cart.expires_at = stamp.expires_at;
+        if let Some(lines) = self.lines.get(&id) {
+            let mut at: Vec<_> = lines
+                .iter()
+                .filter(|(span, ..)| span.holds(stamp.version))
+                .collect();
+            at.sort_by_key(|(_, position, _)| *position);
+            cart.items = at.into_iter().map(|(.., item)| item.clone()).collect();
+        }
+        Ok(cart)
+    }
+}
+
+/// Carts from the rows of `GET_CARTS` or a `list_carts!` query; `None`
+/// for a cart the query withheld (past a page's budget). In no order.
+pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
+    let mut found = Vec::new();
+    let mut states = States::default();
+    for row in rows {
+        let kind: i32 = row.try_get(KIND).map_err(pg)?;
+        let id: CartId = row.try_get(CART).map_err(pg)?;
+        if states.take(kind, id, row)? {
+            continue;
+        }
+        let kept: i64 = row.try_get(A).map_err(pg)?;
+        let stamp = Stamp {
+            version: row.try_get(B).map_err(pg)?,
+            status: status(row.try_get(T4).map_err(pg)?)?,
+            updated_at: row.try_get(TS1).map_err(pg)?,
+            expires_at: row.try_get(TS2).map_err(pg)?,
+        };
+        found.push((id, (kept == 1).then_some(stamp)));
+    }
+    found
+        .into_iter()
+        .map(|(id, stamp)| stamp.map(|s| states.cart_at(id, s)).transpose())
+        .collect()
+}
+
+/// An event row before its cart is put together.
+struct Event {
+    sequence: i64,
+    tenant: TenantId,
+    event_type: EventType,
+    previous_status: Option<CartStatus>,
+    whole: Option<Cart>,
 }
 
 /// Events from the rows of an `events!` query, in sequence order.
 pub(super) fn events(rows: &[Row]) -> Result<Vec<CartEvent>, CartError> {
-    let unknown =
-        |what: &str, v: &str| CartError::internal(format!("unknown {what} {v:?} in cart_events"));
-    let mut events = Vec::new();
-    let mut lines = Lines::default();
+    let mut found = Vec::new();
+    let mut states = States::default();
     for row in rows {
-        let cart: CartId = row.try_get(6).map_err(pg)?;
-        if let Some(line) = line_at(row, 7)? {
-            lines.add(cart, line);
+        let kind: i32 = row.try_get(KIND).map_err(pg)?;
+        let id: CartId = row.try_get(CART).map_err(pg)?;
+        if states.take(kind, id, row)? {
             continue;
         }
-        let kind: &str = row.try_get(2).map_err(pg)?;
-        let previous: Option<&str> = row.try_get(3).map_err(pg)?;
-        events.push(CartEvent {
-            sequence: row.try_get(0).map_err(pg)?,
-            tenant: TenantId(row.try_get(1).map_err(pg)?),
-            event_type: EventType::parse(kind).ok_or_else(|| unknown("event type", kind))?,
-            previous_status: previous
-                .map(|p| CartStatus::parse(p).ok_or_else(|| unknown("status", p)))
-                .transpose()?,
-            occurred_at: row.try_get(4).map_err(pg)?,
-            cart: head_at(row, 5)?
-                .ok_or_else(|| CartError::internal("an event without its cart"))?,
-        });
+        let kind: &str = row.try_get(T2).map_err(pg)?;
+        let previous: Option<&str> = row.try_get(T3).map_err(pg)?;
+        let whole: Option<Json<Cart>> = row.try_get(J).map_err(pg)?;
+        let stamp = Stamp {
+            version: row.try_get(B).map_err(pg)?,
+            status: status(row.try_get(T4).map_err(pg)?)?,
+            updated_at: row.try_get(TS1).map_err(pg)?,
+            expires_at: row.try_get(TS2).map_err(pg)?,
+        };
+        let event = Event {
+            sequence: row.try_get(A).map_err(pg)?,
+            tenant: TenantId(row.try_get(T1).map_err(pg)?),
+            event_type: EventType::parse(kind)
+                .ok_or_else(|| CartError::internal(format!("unknown event type {kind:?}")))?,
+            previous_status: previous.map(status).transpose()?,
+            whole: whole.map(|Json(c)| c),
+        };
+        found.push((event, id, stamp));
     }
+    let mut events = found
+        .into_iter()
+        .map(|(e, id, stamp)| {
+            let occurred_at = stamp.updated_at;
+            Ok(CartEvent {
+                sequence: e.sequence,
+                tenant: e.tenant,
+                event_type: e.event_type,
+                previous_status: e.previous_status,
+                occurred_at,
+                // Events written before heads and lines had tables hold their cart.
+                cart: match e.whole {
+                    Some(cart) => cart,
+                    None => states.cart_at(id, stamp)?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, CartError>>()?;
     events.sort_by_key(|e| e.sequence);
-    for e in &mut events {
-        lines.fill(&mut e.cart);
-    }
     Ok(events)
+}
+
+/// Whether a change touched the head (anything but what every version
+/// changes: version, status, times, which the cart row and events keep).
+pub(super) fn head_changed(before: &Cart, after: &Cart) -> bool {
+    let stable = |c: &Cart| {
+        let mut h = head_of(c);
+        h.version = 0;
+        h.status = CartStatus::Active;
+        h.updated_at = h.created_at;
+        h.expires_at = None;
+        h
+    };
+    stable(before) != stable(after)
 }
 
 /// The cart without its lines, as `carts.doc` and `cart_events.cart` keep it.
@@ -223,8 +317,7 @@ pub(super) fn changed_lines<'a>(before: &'a Cart, after: &'a Cart) -> (Vec<&'a s
             None => new.push(after.version, l),
         }
     }
-    let kept: std::collections::HashSet<&str> =
-        after.items.iter().map(|l| l.sku.as_str()).collect();
+    let kept: HashSet<&str> = after.items.iter().map(|l| l.sku.as_str()).collect();
     ended.extend(
         before
             .items
@@ -296,25 +389,57 @@ mod tests {
     }
 
     #[test]
-    fn a_cart_at_a_version_has_the_lines_of_that_version_in_order() {
-        let mut lines = Lines::default();
-        let mut c = cart(2, Vec::new());
-        let state = |from, to, position, q| LineState {
-            valid_from: from,
-            valid_to: to,
-            position,
-            item: line(&format!("s{position}"), q),
+    fn a_cart_at_a_version_has_its_head_and_lines_of_that_version_in_order() {
+        let mut states = States::default();
+        let mut head = cart(1, Vec::new());
+        let id = head.id;
+        head.description = "old".into();
+        let mut newer = head.clone();
+        newer.description = "new".into();
+        let span = |from, to| Span { from, to };
+        states
+            .heads
+            .entry(id)
+            .or_default()
+            .push((span(1, Some(2)), head.clone()));
+        states
+            .heads
+            .entry(id)
+            .or_default()
+            .push((span(2, None), newer));
+        let lines = states.lines.entry(id).or_default();
+        lines.push((span(1, Some(2)), 5, line("s5", 1)));
+        lines.push((span(2, None), 5, line("s5", 2)));
+        lines.push((span(1, None), 1, line("s1", 1)));
+        lines.push((span(3, None), 9, line("s9", 1)));
+        let stamp = |version| Stamp {
+            version,
+            status: CartStatus::Active,
+            updated_at: head.created_at,
+            expires_at: None,
         };
-        lines.add(c.id, state(1, Some(2), 5, 1));
-        lines.add(c.id, state(2, None, 5, 2));
-        lines.add(c.id, state(1, None, 1, 1));
-        lines.add(c.id, state(3, None, 9, 1));
-        lines.fill(&mut c);
-        let got: Vec<(String, i32)> = c
+        let at2 = states.cart_at(id, stamp(2)).unwrap();
+        let got: Vec<(&str, i32)> = at2
             .items
             .iter()
-            .map(|l| (l.sku.clone(), l.quantity))
+            .map(|l| (l.sku.as_str(), l.quantity))
             .collect();
-        assert_eq!(got, vec![("s1".into(), 1), ("s5".into(), 2)]);
+        assert_eq!(got, vec![("s1", 1), ("s5", 2)]);
+        assert_eq!((at2.version, at2.description.as_str()), (2, "new"));
+        let at1 = states.cart_at(id, stamp(1)).unwrap();
+        assert_eq!(at1.description, "old");
+        assert_eq!(at1.items.len(), 2);
+    }
+
+    #[test]
+    fn only_a_change_of_the_details_is_a_change_of_the_head() {
+        let before = cart(1, vec![line("a", 1)]);
+        let mut after = cart(2, vec![line("a", 2)]);
+        after.id = before.id;
+        after.created_at = before.created_at;
+        after.updated_at = chrono::Utc::now();
+        assert!(!head_changed(&before, &after));
+        after.description = "gift".into();
+        assert!(head_changed(&before, &after));
     }
 }

@@ -4,33 +4,55 @@
 //! round trip and writes about as much as it changed. Each read of a cart
 //! or an event is one statement too, so it sees one snapshot.
 
-/// The columns of a line in the queries that read carts or events: the
-/// suffix `rows::line_at` reads.
-macro_rules! line_columns {
-    () => {
-        "l.sku, l.valid_from, l.valid_to, l.position, l.name, l.quantity, l.unit_price, \
-         l.list_price, l.attributes"
+// Reads of carts and events answer one statement's rows of four kinds in
+// one column layout (`rows` decodes them), so that a cart and its head and
+// lines come from one snapshot:
+//   kind 0, a cart as it stands: id, kept (1; 0 = past a page's byte
+//           budget), version, status, updated_at, expires_at;
+//   kind 1, a state of a head:   cart id, valid_from, valid_to, doc;
+//   kind 2, a state of a line:   cart id, valid_from, valid_to, position,
+//           sku, name, attributes, quantity, unit_price, list_price;
+//   kind 3, an event:            cart id, sequence, version, tenant, type,
+//           previous status, status, occurred_at, expires_at, cart (only
+//           in events written before heads and lines had tables).
+// Columns: kind, cart_id, a int8, b int8, c int8, t1..t4 text, ts1, ts2
+// timestamptz, j jsonb, i int4, n1, n2 numeric.
+
+/// Kind-0 rows of the carts `$from` answers (`id`, `kept`, and the columns).
+macro_rules! cart_rows {
+    ($from:literal) => {
+        concat!(
+            "SELECT 0 AS kind, id AS cart_id, kept AS a, version AS b, NULL::int8 AS c, \
+             NULL::text AS t1, NULL::text AS t2, NULL::text AS t3, status AS t4, updated_at AS ts1, \
+             expires_at AS ts2, NULL::jsonb AS j, NULL::int4 AS i, NULL::numeric AS n1, NULL::numeric AS n2 FROM ",
+            $from
+        )
     };
 }
 
-/// The same columns, empty, for the rows that are not lines.
-macro_rules! no_line {
-    () => {
-        "NULL::text, NULL::int8, NULL::int8, NULL::int8, NULL::text, NULL::int4, NULL::numeric, \
-         NULL::numeric, NULL::jsonb"
+/// Kind-1 and kind-2 rows: the current head and lines of the carts `$ids`
+/// (a CTE or table with `id`) of tenant $1.
+macro_rules! current_state_rows {
+    ($ids:literal) => {
+        concat!(
+            " UNION ALL SELECT 1, h.cart_id, h.valid_from, h.valid_to, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+             h.doc, NULL, NULL, NULL FROM ",
+            $ids,
+            " k JOIN cart_heads h ON h.tenant = $1 AND h.cart_id = k.id AND h.valid_to IS NULL \
+             UNION ALL SELECT 2, l.cart_id, l.valid_from, l.valid_to, l.position, l.sku, l.name, NULL, NULL, \
+             NULL, NULL, l.attributes, l.quantity, l.unit_price, l.list_price FROM ",
+            $ids,
+            " k JOIN cart_lines l ON l.tenant = $1 AND l.cart_id = k.id AND l.valid_to IS NULL"
+        )
     };
 }
 
-/// Carts as they stand, in one statement (one snapshot): a row per cart
-/// (id, head), then a row per current line (cart id, NULL, line), in no
-/// particular order. $1 tenant, $2 ids.
+/// Carts as they stand. $1 tenant, $2 ids.
 pub const GET_CARTS: &str = concat!(
-    "SELECT id, doc, ",
-    no_line!(),
-    " FROM carts WHERE tenant = $1 AND id = ANY($2) \
-     UNION ALL SELECT l.cart_id, NULL, ",
-    line_columns!(),
-    " FROM cart_lines l WHERE l.tenant = $1 AND l.cart_id = ANY($2) AND l.valid_to IS NULL"
+    "WITH k AS (SELECT id, 1::int8 AS kept, version, status, updated_at, expires_at FROM carts \
+     WHERE tenant = $1 AND id = ANY($2)) ",
+    cart_rows!("k"),
+    current_state_rows!("k")
 );
 
 /// Locks carts until the transaction ends, in id order so that two merges
@@ -51,46 +73,50 @@ pub const FORGET_KEY: &str =
 pub const GET_BY_REFERENCE: &str =
     "SELECT id, create_fingerprint FROM carts WHERE tenant = $1 AND reference = $2";
 
-/// The new lines of a change as parallel arrays, joined to `$t` (a CTE
-/// that answers the cart's id when the write goes ahead): sku, position
-/// (kept from the ended line of the same SKU when there is one), name,
-/// quantity, unit price, list price, attributes.
+/// Inserts new line states, given as parallel arrays from `$arrays` (sku,
+/// position, name, quantity, unit price, list price, attributes), for the
+/// cart `t` answers (none when the write does not go ahead); `$position`
+/// is the place of each (a line that stays keeps its own).
 macro_rules! new_lines {
-    ($from:literal, $position:literal) => {
+    ($arrays:literal, $join:literal, $position:literal) => {
         concat!(
             "INSERT INTO cart_lines (tenant, cart_id, sku, valid_from, position, name, quantity, \
              unit_price, list_price, attributes) \
              SELECT $1, t.id, n.sku, t.version, ",
             $position,
-            ", n.name, n.quantity, n.unit_price, n.list_price, n.attributes FROM ",
-            $from
+            ", n.name, n.quantity, n.unit_price, n.list_price, n.attributes FROM t CROSS JOIN unnest(",
+            $arrays,
+            ") AS n(sku, position, name, quantity, unit_price, list_price, attributes) ",
+            $join
         )
     };
 }
 
-/// Inserts a cart with its lines, its CREATED event and key. Answers 0 when
-/// the reference is taken. $1 tenant, $2 id, $3 status, $4 customer, $5
-/// reference (NULL: none), $6 now, $7 expires, $8 fingerprint, $9 head,
-/// $10 size, $11 key (NULL: none), $12 key fingerprint, $13..$19 lines
-/// (sku, position, name, quantity, unit price, list price, attributes).
+/// Inserts a cart: its row, head, lines, CREATED event and key. Answers 0
+/// when the reference is taken (then nothing is written). $1 tenant, $2 id,
+/// $3 status, $4 customer, $5 reference (NULL: none), $6 now, $7 expires,
+/// $8 fingerprint, $9 head, $10 size, $11 key (NULL: none), $12 key
+/// fingerprint, $13..$19 lines.
 pub const INSERT_CART: &str = concat!(
     "
 WITH t AS (
     INSERT INTO carts (tenant, id, version, status, customer_id, reference, created_at, updated_at,
-                       expires_at, create_fingerprint, doc, size)
-    VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7, $8, $9, $10)
+                       expires_at, expires_bucket, create_fingerprint, size)
+    VALUES ($1, $2, 1, $3, $4, $5, $6, $6, $7, date_trunc('minute', $7::timestamptz), $8, $10)
     ON CONFLICT DO NOTHING
     RETURNING id, version
+), head AS (
+    INSERT INTO cart_heads (tenant, cart_id, valid_from, doc) SELECT $1, id, version, $9 FROM t
 ), lines AS (",
     new_lines!(
-        "t, unnest($13::text[], $14::int8[], $15::text[], $16::int4[], $17::numeric[], \
-         $18::numeric[], $19::jsonb[]) AS n(sku, position, name, quantity, unit_price, list_price, attributes)",
+        "$13::text[], $14::int8[], $15::text[], $16::int4[], $17::numeric[], $18::numeric[], $19::jsonb[]",
+        "",
         "n.position"
     ),
     "
 ), ev AS (
-    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
-    SELECT $1, id, 1, 'CREATED', $3, NULL, $6, $9 FROM t
+    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, expires_at)
+    SELECT $1, id, 1, 'CREATED', $3, NULL, $6, $7 FROM t
 ), idem AS (
     INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
     SELECT $1, $11, $12, id, 1, $6 FROM t WHERE $11::text IS NOT NULL
@@ -98,37 +124,45 @@ WITH t AS (
 SELECT count(*) FROM t"
 );
 
-/// Writes the next version of a cart: its head, the lines that changed
-/// (`$17` ends the current rows of those SKUs, `$18..$24` adds the new
-/// states), its event, key and callback. Answers 0 when the stored version
-/// is no longer $3 - 1 (a concurrent change won): then nothing is written.
-/// $1 tenant, $2 id, $3 new version, $4 status, $5 customer, $6 now, $7
-/// expires, $8 head, $9 size, $10 event type, $11 previous status, $12 key
-/// (NULL: none), $13 key fingerprint, $14/$15 the cart and version the key
-/// answers, $16 callback id, $17 callback URL (NULL: no callback due), $18
-/// callback payload, $19 ended SKUs, $20..$26 new lines.
+/// Writes the next version of a cart: its row; its head when `$8` is not
+/// NULL (the head changed); the lines that changed (`$19` ends the current
+/// states of those SKUs, `$20..$26` adds the new states); its event, key
+/// and callback. Answers 0 when the stored version is no longer $3 - 1 (a
+/// concurrent change won): then nothing is written. Within the minute of
+/// its expiry bucket, a change that leaves the head alone updates the cart
+/// row in place (HOT). $1 tenant, $2 id, $3 new version, $4 status, $5
+/// customer, $6 now, $7 expires, $8 head or NULL, $9 size, $10 event type,
+/// $11 previous status, $12 key (NULL: none), $13 key fingerprint, $14/$15
+/// the cart and version the key answers, $16 callback id, $17 callback URL
+/// (NULL: no callback due), $18 callback payload, $19 ended SKUs, $20..$26
+/// new lines.
 pub const WRITE_CART: &str = concat!(
     "
 WITH t AS (
     UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7,
-                     doc = $8, size = $9
+                     expires_bucket = date_trunc('minute', $7::timestamptz), size = $9
     WHERE tenant = $1 AND id = $2 AND version = $3::bigint - 1
     RETURNING id, version
+), head_ended AS (
+    UPDATE cart_heads h SET valid_to = t.version FROM t
+    WHERE $8::jsonb IS NOT NULL AND h.tenant = $1 AND h.cart_id = t.id AND h.valid_to IS NULL
+), head AS (
+    INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
+    SELECT $1, id, version, $8 FROM t WHERE $8::jsonb IS NOT NULL
 ), ended AS (
     UPDATE cart_lines l SET valid_to = t.version FROM t
     WHERE l.tenant = $1 AND l.cart_id = t.id AND l.valid_to IS NULL AND l.sku = ANY($19::text[])
     RETURNING l.sku, l.position
 ), lines AS (",
     new_lines!(
-        "t CROSS JOIN unnest($20::text[], $21::int8[], $22::text[], $23::int4[], $24::numeric[], \
-         $25::numeric[], $26::jsonb[]) AS n(sku, position, name, quantity, unit_price, list_price, attributes) \
-         LEFT JOIN ended e ON e.sku = n.sku",
+        "$20::text[], $21::int8[], $22::text[], $23::int4[], $24::numeric[], $25::numeric[], $26::jsonb[]",
+        "LEFT JOIN ended e ON e.sku = n.sku",
         "coalesce(e.position, n.position)"
     ),
     "
 ), ev AS (
-    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
-    SELECT $1, id, version, $10, $4, $11, $6, $8 FROM t
+    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, expires_at)
+    SELECT $1, id, version, $10, $4, $11, $6, $7 FROM t
 ), idem AS (
     INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
     SELECT $1, $12, $13, $14, $15, $6 FROM t WHERE $12::text IS NOT NULL
@@ -139,39 +173,37 @@ WITH t AS (
 SELECT count(*) FROM t"
 );
 
-/// A ListCarts page: `$page` picks up to `$4` carts (id, created_at, doc,
-/// size) older in list order than the cursor ($2 created_at, $3 id), served
-/// by the index of its filter. Each is answered with its head and current
-/// lines while the page's sizes add up to less than `$5` bytes; past that a
-/// cart is answered without its head (NULL), which ends the page there, so
-/// that one page of large carts never brings more than about `$5` bytes
-/// into the server. $1 tenant.
+/// A ListCarts page: `$page` picks up to `$4` carts (id, created_at, size)
+/// older in list order than the cursor ($2 created_at, $3 id), through the
+/// index of its filter. Carts are answered whole while the page's sizes add
+/// up to less than `$5` bytes; past that a cart comes without head and
+/// lines (kept = 0), which ends the page there, so that one page of large
+/// carts never brings more than about `$5` bytes into the server. $1 tenant.
 macro_rules! list_carts {
     ($page:literal) => {
         concat!(
             "WITH page AS (",
             $page,
-            "), cut AS (SELECT id, doc, sum(size) OVER (ORDER BY created_at DESC, id DESC) - size < $5 AS keep \
-             FROM page) \
-             SELECT id, CASE WHEN keep THEN doc END, ",
-            no_line!(),
-            " FROM cut UNION ALL SELECT l.cart_id, NULL, ",
-            line_columns!(),
-            " FROM cut JOIN cart_lines l ON l.tenant = $1 AND l.cart_id = cut.id AND l.valid_to IS NULL \
-             WHERE cut.keep"
+            "), k AS (SELECT c.id, CASE WHEN sum(p.size) OVER w - p.size < $5 THEN 1::int8 ELSE 0::int8 END AS kept, c.version, c.status, \
+             c.updated_at, c.expires_at \
+             FROM page p JOIN carts c ON c.tenant = $1 AND c.id = p.id \
+             WINDOW w AS (ORDER BY p.created_at DESC, p.id DESC)), \
+             kept AS (SELECT id FROM k WHERE kept = 1) ",
+            cart_rows!("k"),
+            current_state_rows!("kept")
         )
     };
 }
 
 /// Every cart of the tenant (index carts_tenant_created_idx).
 pub const LIST_CARTS: &str = list_carts!(
-    "SELECT id, created_at, doc, size FROM carts WHERE tenant = $1 AND (created_at, id) < ($2, $3) \
+    "SELECT id, created_at, size FROM carts WHERE tenant = $1 AND (created_at, id) < ($2, $3) \
      ORDER BY created_at DESC, id DESC LIMIT $4"
 );
 
 /// $6 customer (not empty; index carts_tenant_customer_idx).
 pub const LIST_CUSTOMER_CARTS: &str = list_carts!(
-    "SELECT id, created_at, doc, size FROM carts \
+    "SELECT id, created_at, size FROM carts \
      WHERE tenant = $1 AND customer_id = $6 AND customer_id <> '' AND (created_at, id) < ($2, $3) \
      ORDER BY created_at DESC, id DESC LIMIT $4"
 );
@@ -180,7 +212,7 @@ pub const LIST_CUSTOMER_CARTS: &str = list_carts!(
 /// per status, merged, so the cost follows the page, not the tenant.
 pub const LIST_STATUS_CARTS: &str = list_carts!(
     "SELECT p.* FROM unnest($6::text[]) AS s(status) CROSS JOIN LATERAL ( \
-       SELECT id, created_at, doc, size FROM carts \
+       SELECT id, created_at, size FROM carts \
        WHERE tenant = $1 AND status = s.status AND (created_at, id) < ($2, $3) \
        ORDER BY created_at DESC, id DESC LIMIT $4) p \
      ORDER BY created_at DESC, id DESC LIMIT $4"
@@ -189,31 +221,31 @@ pub const LIST_STATUS_CARTS: &str = list_carts!(
 /// $6 customer, $7 statuses (neither empty): the customer's carts (a
 /// customer has few), filtered.
 pub const LIST_CUSTOMER_STATUS_CARTS: &str = list_carts!(
-    "SELECT id, created_at, doc, size FROM carts \
+    "SELECT id, created_at, size FROM carts \
      WHERE tenant = $1 AND customer_id = $6 AND customer_id <> '' AND status = ANY($7::text[]) \
        AND (created_at, id) < ($2, $3) \
      ORDER BY created_at DESC, id DESC LIMIT $4"
 );
 
-/// An event query: `$ev` picks events (its columns as below); each comes
-/// with the lines of its cart at its version, read in the same snapshot: a
-/// row per event (sequence, tenant, type, previous status, occurred at,
-/// head, cart id), then a row per line state any of them needs (NULLs,
-/// cart id, line), in no particular order.
+/// An event query: `$ev` picks events; each comes (kind 3) with the head
+/// and line states (kinds 1, 2) its cart had at its version.
 macro_rules! events {
     ($ev:literal) => {
         concat!(
-            "WITH ev AS (SELECT sequence, tenant, cart_id, version, type, previous_status, occurred_at, cart \
-             FROM cart_events ",
+            "WITH ev AS (SELECT sequence, tenant, cart_id, version, type, previous_status, status, \
+             occurred_at, expires_at, cart FROM cart_events ",
             $ev,
             "), span AS (SELECT tenant, cart_id, min(version) AS lo, max(version) AS hi FROM ev \
-             GROUP BY tenant, cart_id) \
-             SELECT sequence, tenant, type, previous_status, occurred_at, cart, cart_id, ",
-            no_line!(),
-            " FROM ev UNION ALL \
-             SELECT NULL, NULL, NULL, NULL, NULL, NULL, l.cart_id, ",
-            line_columns!(),
-            " FROM span JOIN cart_lines l ON l.tenant = span.tenant AND l.cart_id = span.cart_id \
+             WHERE cart IS NULL GROUP BY tenant, cart_id) \
+             SELECT 3, cart_id, sequence, version, NULL::int8, tenant, type, previous_status, status, \
+             occurred_at, expires_at, cart, NULL::int4, NULL::numeric, NULL::numeric FROM ev \
+             UNION ALL SELECT 1, h.cart_id, h.valid_from, h.valid_to, NULL, NULL, NULL, NULL, NULL, NULL, \
+             NULL, h.doc, NULL, NULL, NULL \
+             FROM span JOIN cart_heads h ON h.tenant = span.tenant AND h.cart_id = span.cart_id \
+             AND h.valid_from <= span.hi AND (h.valid_to IS NULL OR h.valid_to > span.lo) \
+             UNION ALL SELECT 2, l.cart_id, l.valid_from, l.valid_to, l.position, l.sku, l.name, NULL, NULL, \
+             NULL, NULL, l.attributes, l.quantity, l.unit_price, l.list_price \
+             FROM span JOIN cart_lines l ON l.tenant = span.tenant AND l.cart_id = span.cart_id \
              AND l.valid_from <= span.hi AND (l.valid_to IS NULL OR l.valid_to > span.lo)"
         )
     };
@@ -249,7 +281,7 @@ pub const RUNNING_XIDS: &str = "SELECT coalesce(array_agg(backend_xid::text::big
 
 /// Carts past their expiry, locked, skipping those another sweeper holds
 /// (GET_CARTS then reads them). $1 now, $2 limit.
-pub const DUE_CARTS: &str = "SELECT tenant, id FROM carts WHERE expires_at <= $1 \
+pub const DUE_CARTS: &str = "SELECT tenant, id FROM carts WHERE expires_bucket <= $1 AND expires_at <= $1 \
      ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
 pub const CHANNEL: &str = "cart_events";

@@ -22,7 +22,7 @@ use super::{
     feed::Committed,
     get_carts,
     outbox::Wake,
-    rows::{self, NewLines, changed_lines, head_of},
+    rows::{self, NewLines, changed_lines, head_changed, head_of},
     sql, traced,
 };
 use crate::{
@@ -313,6 +313,8 @@ impl UnitOfWork for PgUnit {
             ),
             None => (None, None, None),
         };
+        debug_assert_eq!(cart.updated_at, write.at, "events keep one time per change");
+        let head = head_changed(&before, cart).then(|| Json(head_of(cart)));
         let (ended, lines) = changed_lines(&before, cart);
         let stmt = c.prepare_cached(sql::WRITE_CART).await.map_err(fail)?;
         let row = c
@@ -326,7 +328,7 @@ impl UnitOfWork for PgUnit {
                     &cart.customer_id,
                     &write.at,
                     &cart.expires_at,
-                    &Json(head_of(cart)),
+                    &head,
                     &size_of(cart),
                     &write.change.event.as_str(),
                     &write.change.previous_status.as_str(),
