@@ -7,6 +7,7 @@ use prost_types::Timestamp;
 use crate::{
     domain::{Cart, CartEvent, CartStatus, ConfirmationType, EventType},
     proto,
+    watch::Watched,
 };
 
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
@@ -102,6 +103,24 @@ pub fn event_to_proto(e: &CartEvent) -> proto::CartEvent {
             as i32,
         occurred_at: Some(timestamp(e.occurred_at)),
         cart: Some(cart_to_proto(&e.cart)),
+    }
+}
+
+/// A WatchCarts progress marker: a position, not a change (no cart).
+pub fn progress_to_proto(sequence: i64, at: DateTime<Utc>) -> proto::CartEvent {
+    proto::CartEvent {
+        sequence,
+        r#type: proto::CartEventType::Progress as i32,
+        occurred_at: Some(timestamp(at)),
+        ..Default::default()
+    }
+}
+
+/// What a watcher hands its client, as the wire shows it.
+pub fn watched_to_proto(w: &Watched) -> proto::CartEvent {
+    match w {
+        Watched::Event(e) => event_to_proto(e),
+        Watched::Progress { sequence, at } => progress_to_proto(*sequence, *at),
     }
 }
 

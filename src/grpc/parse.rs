@@ -1,7 +1,7 @@
 //! Proto -> domain: parses requests into checked domain values, collecting
 //! every bad field so that one answer names them all.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::DateTime;
 use uuid::Uuid;
@@ -337,6 +337,37 @@ pub fn page_size(n: i32) -> Result<usize, CartError> {
     }
 }
 
+/// The shortest progress interval: markers more often than this would cost
+/// more than they tell.
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest: past it a client's liveness check means nothing.
+pub const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// WatchCarts' `progress_interval`: None when unset or zero (no markers).
+pub fn progress_interval(d: Option<&prost_types::Duration>) -> Result<Option<Duration>, CartError> {
+    let Some(d) = d else { return Ok(None) };
+    let bad = |why: &str| CartError::invalid("progress_interval", Reason::InvalidField, why);
+    // A Duration's parts share one sign and nanos stay below a second.
+    if d.nanos.unsigned_abs() >= 1_000_000_000
+        || (d.seconds != 0 && d.nanos != 0 && (d.seconds < 0) != (d.nanos < 0))
+    {
+        return Err(bad("is not a valid duration"));
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(bad("must not be negative"));
+    }
+    let d = Duration::new(d.seconds as u64, d.nanos as u32);
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d < MIN_PROGRESS_INTERVAL || d > MAX_PROGRESS_INTERVAL {
+        return Err(bad(
+            "must be between 100ms and 1h (0 or unset: no progress markers)",
+        ));
+    }
+    Ok(Some(d))
+}
+
 /// Page tokens are `<created_at micros>.<cart id>` of the last cart shown.
 pub fn page_token(c: &PageCursor) -> String {
     format!("{}.{}", c.created_at.timestamp_micros(), c.id)
@@ -389,6 +420,38 @@ mod tests {
         assert_eq!(parse_page_token(&page_token(&c)).unwrap(), Some(c));
         for bad in ["x", "1.2", "abc.00000000-0000-0000-0000-000000000000"] {
             assert!(parse_page_token(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn progress_intervals() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(progress_interval(None).unwrap(), None);
+        assert_eq!(progress_interval(Some(&d(0, 0))).unwrap(), None);
+        assert_eq!(
+            progress_interval(Some(&d(0, 100_000_000))).unwrap(),
+            Some(MIN_PROGRESS_INTERVAL)
+        );
+        assert_eq!(
+            progress_interval(Some(&d(3600, 0))).unwrap(),
+            Some(MAX_PROGRESS_INTERVAL)
+        );
+        for bad in [
+            d(-1, 0),
+            d(0, -1),
+            d(0, 99_999_999),
+            d(3600, 1),
+            d(i64::MAX, 0),
+            d(i64::MIN, 0),
+            d(0, 1_000_000_000),
+            d(0, i32::MIN),
+            d(1, -1),
+        ] {
+            let Err(CartError::Invalid(v)) = progress_interval(Some(&bad)) else {
+                panic!("{bad:?} accepted")
+            };
+            assert_eq!(v[0].field, "progress_interval");
+            assert_eq!(v[0].reason, Reason::InvalidField);
         }
     }
 

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     domain::{
-        CartError, CartEvent, Command, Currency, IdempotencyKey, Reason, Scope, TenantId,
+        CartError, Command, Currency, IdempotencyKey, Reason, Scope, TenantId,
         limits::MAX_ID_CHARS, text::check_token,
     },
     metrics::Metrics,
@@ -453,6 +453,7 @@ impl CartService for CartApi {
         let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let statuses = parse::statuses(&r.statuses).map_err(to_status)?;
+        let progress = parse::progress_interval(r.progress_interval.as_ref()).map_err(to_status)?;
         if r.after_sequence < 0 {
             return Err(to_status(CartError::invalid(
                 "after_sequence",
@@ -469,16 +470,16 @@ impl CartService for CartApi {
         let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
         tokio::spawn(run_holding(
             slot,
-            watching::tenant_events(self.watcher(tenant, tx), statuses, after),
+            watching::tenant_events(self.watcher(tenant, tx), statuses, after, progress),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }
 }
 
 /// The client side of a watcher's channel, as proto events.
-fn events_to_proto(rx: mpsc::Receiver<Result<Arc<CartEvent>, CartError>>) -> EventStream {
+fn events_to_proto(rx: mpsc::Receiver<Result<watching::Watched, CartError>>) -> EventStream {
     Box::pin(ReceiverStream::new(rx).map(|r| match r {
-        Ok(ev) => Ok(convert::event_to_proto(&ev)),
+        Ok(w) => Ok(convert::watched_to_proto(&w)),
         Err(e) => Err(to_status(e)),
     }))
 }

@@ -1,13 +1,44 @@
 //! The per-watcher loops behind WatchCart and WatchCarts: catch up from
 //! the log, then follow the feed (`crate::feed`, where the design is told);
-//! on lag, catch up again.
+//! on lag, catch up again. WatchCarts may also send progress markers.
+//!
+//! # The position of a WatchCarts stream
+//!
+//! `cursor` is the sequence the stream has reached: every event of the
+//! tenant at or below it that passes the filter has been sent, and none
+//! at or below it can still commit. It only grows, and it is what a
+//! progress marker carries, so markers never go back and a client that
+//! resumes after a marker's sequence misses nothing and repeats nothing.
+//! It moves when
+//! - the log answers a catch-up: to the last event read, and once the log
+//!   has nothing more, to the feed head read *before* the catch-up (the
+//!   log answers everything up to a head at least that high);
+//! - the feed hands over any event, of any tenant: the feed publishes in
+//!   sequence order and only up to its head, so every event below one
+//!   received was received before it or was already in the log when the
+//!   catch-up read it.
+//!
+//! The head is not read when a marker is due: publishers raise the head
+//! *before* they publish the events up to it (`EventFeed::advance`), so
+//! events at or below a head just read may not have reached the broadcast
+//! yet, and a marker there could pass them.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
-use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
+use chrono::{DateTime, Utc};
+use tokio::{
+    sync::{
+        broadcast::{
+            self,
+            error::{RecvError, TryRecvError},
+        },
+        mpsc, watch,
+    },
+    time::{Instant, Sleep},
+};
 
 use crate::{
-    domain::{CartError, CartEvent, CartId, CartStatus, TenantId},
+    domain::{CartError, CartEvent, CartId, CartStatus, TenantId, now},
     feed::CartSubscription,
     metrics::Metrics,
     ports::EventLog,
@@ -18,7 +49,18 @@ const BATCH: usize = 500;
 /// Events buffered per watcher between its loop and the client.
 pub const CLIENT_BUFFER: usize = 64;
 
-pub type Sender = mpsc::Sender<Result<Arc<CartEvent>, CartError>>;
+/// What a watcher hands its client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    Event(Arc<CartEvent>),
+    /// WatchCarts only: every matching event up to `sequence` was sent.
+    Progress {
+        sequence: i64,
+        at: DateTime<Utc>,
+    },
+}
+
+pub type Sender = mpsc::Sender<Result<Watched, CartError>>;
 
 /// Why a loop stopped early: the client left, or the store failed.
 enum Stop {
@@ -33,7 +75,10 @@ struct Counted<'a> {
 }
 
 async fn send(out: &Counted<'_>, ev: Arc<CartEvent>) -> Result<(), Stop> {
-    out.tx.send(Ok(ev)).await.map_err(|_| Stop::ClientGone)?;
+    out.tx
+        .send(Ok(Watched::Event(ev)))
+        .await
+        .map_err(|_| Stop::ClientGone)?;
     out.metrics.event_delivered();
     Ok(())
 }
@@ -90,9 +135,139 @@ async fn bounded(
     }
 }
 
+/// When a progress marker is due: `every` after the last matching event
+/// or marker.
+struct Silence {
+    every: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Silence {
+    fn new(every: Duration) -> Silence {
+        Silence {
+            every,
+            timer: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+
+    fn restart(&mut self) {
+        self.timer.as_mut().reset(Instant::now() + self.every);
+    }
+}
+
+/// A WatchCarts stream's state (see the module notes for `cursor`).
+struct TenantStream<'a> {
+    tenant: &'a TenantId,
+    statuses: &'a [CartStatus],
+    out: &'a Counted<'a>,
+    cursor: i64,
+    /// None: the client asked for no markers.
+    silence: Option<Silence>,
+}
+
+impl TenantStream<'_> {
+    /// Takes an event from the log or the feed, sending it when it is the
+    /// tenant's, new and wanted.
+    async fn take(&mut self, ev: Arc<CartEvent>) -> Result<(), Stop> {
+        if ev.sequence <= self.cursor {
+            return Ok(()); // already sent, or below where the stream started
+        }
+        self.cursor = ev.sequence;
+        let wanted = self.statuses.is_empty() || self.statuses.contains(&ev.cart.status);
+        if &ev.tenant == self.tenant && wanted {
+            send(self.out, ev).await?;
+            if let Some(s) = &mut self.silence {
+                s.restart();
+            }
+        }
+        Ok(())
+    }
+
+    fn marker_due(&self) -> bool {
+        self.silence.as_ref().is_some_and(|s| s.timer.is_elapsed())
+    }
+
+    /// Resolves when a marker is due; never without markers.
+    async fn silent(&mut self) {
+        match &mut self.silence {
+            Some(s) => s.timer.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends a marker at the cursor (not counted as a delivered event).
+    async fn mark(&mut self) -> Result<(), Stop> {
+        let marker = Watched::Progress {
+            sequence: self.cursor,
+            at: now(),
+        };
+        self.out
+            .tx
+            .send(Ok(marker))
+            .await
+            .map_err(|_| Stop::ClientGone)?;
+        if let Some(s) = &mut self.silence {
+            s.restart();
+        }
+        Ok(())
+    }
+
+    /// Catches up from the log: everything of the tenant after the cursor.
+    async fn catch_up(&mut self, log: &dyn EventLog) -> Result<(), Stop> {
+        // Read first: the log then answers at least up to it.
+        let head = log.feed().head();
+        loop {
+            let batch = log
+                .tenant_events(self.tenant, self.cursor, BATCH)
+                .await
+                .map_err(Stop::Failed)?;
+            let full = batch.len() == BATCH;
+            for ev in batch {
+                self.take(Arc::new(ev)).await?;
+            }
+            if !full {
+                self.cursor = self.cursor.max(head);
+                return Ok(());
+            }
+            // A long catch-up of unwanted events still shows progress.
+            if self.marker_due() {
+                self.mark().await?;
+            }
+        }
+    }
+
+    /// Takes what the broadcast already holds (at most a batch, so a busy
+    /// feed cannot hold the marker back). False when the watcher lagged
+    /// and must catch up from the log.
+    async fn drain(
+        &mut self,
+        live: &mut broadcast::Receiver<Arc<CartEvent>>,
+    ) -> Result<bool, Stop> {
+        for _ in 0..BATCH {
+            match live.try_recv() {
+                Ok(ev) => self.take(ev).await?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "watcher lagged; catching up from the log");
+                    return Ok(false);
+                }
+                // The store is gone: the next recv ends the stream.
+                Err(TryRecvError::Closed) => break,
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// WatchCarts: every event of `tenant` after sequence `after`, filtered by
-/// `statuses`, until the client leaves or `lifetime` passes.
-pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
+/// `statuses`, until the client leaves or `lifetime` passes; with
+/// `progress`, a marker after each such stretch without a matching event.
+pub async fn tenant_events(
+    w: Watcher,
+    statuses: Vec<CartStatus>,
+    after: i64,
+    progress: Option<Duration>,
+) {
     let Watcher {
         log,
         tenant,
@@ -108,34 +283,32 @@ pub async fn tenant_events(w: Watcher, statuses: Vec<CartStatus>, after: i64) {
     };
     let run = async {
         let mut live = log.feed().subscribe();
-        let mut cursor = after;
-        let wanted = |ev: &CartEvent| statuses.is_empty() || statuses.contains(&ev.cart.status);
+        let mut stream = TenantStream {
+            tenant: &tenant,
+            statuses: &statuses,
+            out: tx,
+            cursor: after,
+            silence: progress.map(Silence::new),
+        };
         loop {
+            stream.catch_up(log.as_ref()).await?;
             loop {
-                let batch = log
-                    .tenant_events(&tenant, cursor, BATCH)
-                    .await
-                    .map_err(Stop::Failed)?;
-                let full = batch.len() == BATCH;
-                for ev in batch {
-                    cursor = ev.sequence;
-                    if wanted(&ev) {
-                        send(tx, Arc::new(ev)).await?;
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-            loop {
-                match live.recv().await {
-                    Ok(ev) if ev.tenant == tenant && ev.sequence > cursor => {
-                        cursor = ev.sequence;
-                        if wanted(&ev) {
-                            send(tx, ev).await?;
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    () = stream.silent() => {
+                        // Whatever is already here first: a matching event
+                        // ends the silence, and the rest moves the cursor.
+                        if !stream.drain(&mut live).await? {
+                            break;
                         }
+                        if stream.marker_due() {
+                            stream.mark().await?;
+                        }
+                        continue;
                     }
-                    Ok(_) => {}
+                };
+                match received {
+                    Ok(ev) => stream.take(ev).await?,
                     Err(RecvError::Lagged(n)) => {
                         tracing::debug!(skipped = n, "watcher lagged; catching up from the log");
                         break;

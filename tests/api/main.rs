@@ -30,4 +30,5 @@ mod tenancy;
 mod tls;
 mod watch;
 mod watch_cleanup;
+mod watch_progress;
 mod wire;

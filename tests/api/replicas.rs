@@ -132,6 +132,7 @@ async fn a_transaction_that_commits_late_with_a_lower_sequence_is_not_skipped() 
         .watch_carts(WatchCartsRequest {
             statuses: vec![],
             after_sequence: before,
+            ..Default::default()
         })
         .await
         .unwrap()

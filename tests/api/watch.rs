@@ -49,6 +49,7 @@ async fn watch_carts(
     c.watch_carts(WatchCartsRequest {
         statuses: statuses.into_iter().map(|s| s as i32).collect(),
         after_sequence,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -157,6 +158,7 @@ async fn watch_errors(b: Backend) {
         .watch_carts(WatchCartsRequest {
             statuses: vec![77],
             after_sequence: 0,
+            ..Default::default()
         })
         .await;
     assert_error(r, Code::InvalidArgument, "INVALID_FIELD");

@@ -347,6 +347,7 @@ async fn postgres_restart_under_load_is_survived_by_the_same_process() {
                     .watch_carts(WatchCartsRequest {
                         statuses: vec![],
                         after_sequence: last,
+                        ..Default::default()
                     })
                     .await
                     .map(|r| r.into_inner())

@@ -194,6 +194,7 @@ pub(crate) fn tenant_watchers(
                     let req = ctx.req(proto::WatchCartsRequest {
                         statuses: vec![],
                         after_sequence: cursor,
+                        ..Default::default()
                     });
                     let mut stream = match c.watch_carts(req).await {
                         Ok(r) => r.into_inner(),
