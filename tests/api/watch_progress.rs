@@ -370,15 +370,15 @@ async fn a_progress_marker_never_passes_a_transaction_in_flight() {
     let t1 = t1_conn.transaction().await.unwrap();
     let x_id: uuid::Uuid = x.id.parse().unwrap();
     t1.execute(
-        "UPDATE carts SET version = version + 1, doc = jsonb_set(doc, '{version}', to_jsonb(version + 1)) WHERE id = $1",
+        "UPDATE carts SET version = version + 1, updated_at = now() WHERE id = $1",
         &[&x_id],
     )
     .await
     .unwrap();
     let t1_seq: i64 = t1
         .query_one(
-            "INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart) \
-             SELECT tenant, id, version, 'DETAILS_CHANGED', status, status, now(), doc FROM carts WHERE id = $1 \
+            "INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, expires_at) \
+             SELECT tenant, id, version, 'DETAILS_CHANGED', status, status, updated_at, expires_at FROM carts WHERE id = $1 \
              RETURNING sequence",
             &[&x_id],
         )
