@@ -5,6 +5,7 @@
 //! log, and other replicas hear of commits from a NOTIFY sent after them.
 
 mod channel;
+mod clock;
 mod errors;
 mod events;
 mod feed;
@@ -79,6 +80,9 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| CartError::internal_from("building the pool", e))?;
+        // Before anything is stamped: the database's clock is the service's.
+        clock::sync(&pool).await?;
+        clock::keep_synced(pool.clone());
         let feed = Arc::new(EventFeed::new());
         let committed = feed::start(cfg.clone(), feed.clone()).await;
         let outbox = outbox::Wake::start(&cfg);
