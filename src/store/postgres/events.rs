@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument as _;
 
-use super::{PgStore, errors::pg, event_from_row, feed, sql, traced};
+use super::{PgStore, errors::pg, event_from_row, feed, retention, sql, traced};
 use crate::{
     domain::{CartError, CartEvent, CartId, TenantId},
     feed::EventFeed,
@@ -25,7 +25,11 @@ impl EventLog for PgStore {
             return Ok(Vec::new());
         }
         let params: [&(dyn ToSql + Sync); 4] = [&tenant.as_str(), &after, &head, &(limit as i64)];
-        self.events(sql::TENANT_EVENTS, &params).await
+        let rows = self.rows(sql::TENANT_EVENTS, &params).await?;
+        retention::tenant_rows(after, rows)?
+            .iter()
+            .map(event_from_row)
+            .collect()
     }
 
     async fn cart_events(
@@ -37,7 +41,9 @@ impl EventLog for PgStore {
     ) -> Result<Vec<CartEvent>, CartError> {
         let params: [&(dyn ToSql + Sync); 4] =
             [&tenant.as_str(), &cart, &after_version, &(limit as i64)];
-        self.events(sql::CART_EVENTS, &params).await
+        let rows = self.rows(sql::CART_EVENTS, &params).await?;
+        retention::cart_rows(after_version, &rows)?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
@@ -63,13 +69,21 @@ impl PgStore {
         query: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<CartEvent>, CartError> {
+        let rows = self.rows(query, params).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn rows(
+        &self,
+        query: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, CartError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(query).await.map_err(pg)?;
-        let rows = client
+        client
             .query(&stmt, params)
             .instrument(traced::statement(query))
             .await
-            .map_err(pg)?;
-        rows.iter().map(event_from_row).collect()
+            .map_err(pg)
     }
 }

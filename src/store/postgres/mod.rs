@@ -10,6 +10,7 @@ mod events;
 mod feed;
 mod migrate;
 mod outbox;
+mod retention;
 mod sql;
 mod traced;
 mod unit;

@@ -100,13 +100,25 @@ macro_rules! events {
     };
 }
 
-/// $1 tenant, $2 after sequence, $3 head, $4 limit.
-pub const TENANT_EVENTS: &str =
-    events!("WHERE tenant = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence LIMIT $4");
+/// $1 tenant, $2 after sequence, $3 head, $4 limit. The columns
+/// `event_from_row` reads, then the compaction point, read in the same
+/// snapshot as the events; with no event, one row of NULLs carries it.
+pub const TENANT_EVENTS: &str = "
+SELECT e.sequence, e.tenant, e.type, e.previous_status, e.occurred_at, e.cart, k.compacted_through
+FROM cart_events_compaction k
+LEFT JOIN LATERAL (
+    SELECT sequence, tenant, type, previous_status, occurred_at, cart FROM cart_events
+    WHERE tenant = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence LIMIT $4
+) e ON true
+ORDER BY e.sequence";
 
-/// $1 tenant, $2 cart, $3 after version, $4 limit.
-pub const CART_EVENTS: &str =
-    events!("WHERE tenant = $1 AND cart_id = $2 AND version > $3 ORDER BY version LIMIT $4");
+/// $1 tenant, $2 cart, $3 after version, $4 limit. The columns
+/// `event_from_row` reads, then the cart's oldest version held, read in the
+/// same snapshot (no row: nothing after $3, so nothing to check).
+pub const CART_EVENTS: &str = "
+SELECT sequence, tenant, type, previous_status, occurred_at, cart,
+       (SELECT min(version) FROM cart_events WHERE tenant = $1 AND cart_id = $2)
+FROM cart_events WHERE tenant = $1 AND cart_id = $2 AND version > $3 ORDER BY version LIMIT $4";
 
 /// $1 tenant, $2 cart.
 pub const CURRENT_EVENT: &str =
@@ -131,9 +143,103 @@ pub const DUE_CARTS: &str = "SELECT tenant, doc FROM carts WHERE expires_at <= $
 
 pub const CHANNEL: &str = "cart_events";
 
-/// Deletes up to $2 idempotency keys created at or before $1.
+/// Deletes up to $2 idempotency keys created at or before $1, skipping
+/// those another replica's sweep (or a purge) is deleting.
 pub const FORGET_OLD_KEYS: &str = "DELETE FROM idempotency_keys WHERE (tenant, key) IN \
-     (SELECT tenant, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)";
+     (SELECT tenant, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// The compaction point, held until the transaction ends; no row when
+/// another replica's purge holds it (that replica sweeps meanwhile).
+pub const LOCK_COMPACTION: &str =
+    "SELECT compacted_through FROM cart_events_compaction FOR UPDATE SKIP LOCKED";
+
+/// One batch of event retention, under LOCK_COMPACTION (whose snapshot
+/// came before this statement's, so it sees what earlier batches did).
+/// $1 compaction point, $2 head (no sequence at or below it can still
+/// commit), $3 before, $4 limit (rows deleted), $5 events examined.
+/// Passes events after $1 in sequence order, stopping before the first
+/// that occurred after $3 or that would take the deletions past $4: each
+/// passed event is deleted unless it is its cart's current one (stale),
+/// and its cart's event at or below $1, kept as current by an earlier
+/// batch and superseded since, goes with it (orphaned). The compaction
+/// point moves to the last event passed. Answers the rows deleted.
+/// The memory store's `Events::purge` follows the same rule.
+pub const PURGE_EVENTS: &str = "
+WITH scan AS (
+    SELECT e.sequence, e.tenant, e.cart_id, e.version, e.occurred_at > $3 AS young,
+           c.version IS DISTINCT FROM e.version AS stale,
+           (SELECT o.sequence FROM cart_events o WHERE o.tenant = e.tenant AND o.cart_id = e.cart_id
+            ORDER BY o.version LIMIT 1) <= $1 AS orphaned
+    FROM cart_events e
+    LEFT JOIN carts c ON c.tenant = e.tenant AND c.id = e.cart_id
+    WHERE e.sequence > $1 AND e.sequence <= $2
+    ORDER BY e.sequence
+    LIMIT $5
+), costed AS (
+    SELECT *, bool_or(young) OVER w AS stop, sum(stale::int + orphaned::int) OVER w AS spent
+    FROM scan
+    WINDOW w AS (ORDER BY sequence)
+), passed AS (
+    SELECT sequence, tenant, cart_id, version, stale, orphaned FROM costed WHERE NOT stop AND spent <= $4
+), dropped AS (
+    DELETE FROM cart_events d USING passed p
+    WHERE p.stale AND d.sequence = p.sequence
+    RETURNING 1
+), orphans AS (
+    DELETE FROM cart_events d USING passed p
+    WHERE p.orphaned AND d.tenant = p.tenant AND d.cart_id = p.cart_id AND d.version < p.version
+      AND d.sequence <= $1
+    RETURNING 1
+), moved AS (
+    UPDATE cart_events_compaction SET compacted_through = p.last
+    FROM (SELECT max(sequence) AS last FROM passed) p
+    WHERE p.last IS NOT NULL
+)
+SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM orphans)";
+
+/// One batch of cart retention: up to $2 carts in a final status whose
+/// last change is at or before $1, with their events, callback deliveries
+/// and the idempotency keys that answer them (today `response` is the cart
+/// itself: its `id`; a key is recorded with a change of its cart, so no
+/// later than the cart's last change, which lets the created_at index
+/// find them). Shares the compaction row (see PURGE_EVENTS); skips carts,
+/// keys and deliveries another transaction holds. Answers the carts deleted.
+pub const PURGE_CARTS: &str = "
+WITH held AS (
+    SELECT one_row FROM cart_events_compaction FOR SHARE SKIP LOCKED
+), doomed AS (
+    SELECT tenant, id, updated_at FROM carts
+    WHERE status IN ('CONFIRMED', 'CANCELLED', 'EXPIRED', 'MERGED') AND updated_at <= $1
+      AND EXISTS (SELECT 1 FROM held)
+    ORDER BY updated_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), events AS (
+    DELETE FROM cart_events e USING doomed d WHERE e.tenant = d.tenant AND e.cart_id = d.id
+), keys AS (
+    DELETE FROM idempotency_keys WHERE (tenant, key) IN (
+        SELECT k.tenant, k.key FROM idempotency_keys k
+        JOIN doomed d ON k.tenant = d.tenant AND k.response->>'id' = d.id::text
+        WHERE k.created_at <= $1 AND k.created_at <= d.updated_at
+        FOR UPDATE OF k SKIP LOCKED)
+), deliveries AS (
+    DELETE FROM callback_deliveries WHERE id IN (
+        SELECT c.id FROM callback_deliveries c
+        JOIN doomed d ON c.tenant = d.tenant AND c.cart_id = d.id
+        FOR UPDATE OF c SKIP LOCKED)
+), gone AS (
+    DELETE FROM carts c USING doomed d WHERE c.tenant = d.tenant AND c.id = d.id
+    RETURNING 1
+)
+SELECT count(*) FROM gone";
+
+/// Deletes up to $2 callback deliveries delivered or given up at or before
+/// $1 (see the index `callback_deliveries_finished_idx`), skipping rows
+/// another transaction holds.
+pub const PURGE_DELIVERIES: &str = "DELETE FROM callback_deliveries WHERE id IN \
+     (SELECT id FROM callback_deliveries \
+      WHERE state IN ('delivered', 'failed') AND coalesce(delivered_at, next_attempt_at) <= $1 \
+      LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /// Claims callbacks due at $1, leased until $2, at most $3, oldest due
 /// first, looking at the $4 oldest due candidates; at most a budget per
