@@ -24,6 +24,7 @@ mod operations;
 mod otlp;
 mod ports;
 mod replicas;
+mod retention;
 mod scopes;
 mod security;
 mod tenancy;

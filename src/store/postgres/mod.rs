@@ -11,6 +11,7 @@ mod events;
 mod feed;
 mod migrate;
 mod outbox;
+mod retention;
 mod rows;
 mod sql;
 mod traced;
