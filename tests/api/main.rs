@@ -11,6 +11,7 @@ mod boutique;
 mod callback_delivery;
 mod callbacks;
 mod carts;
+mod clock;
 mod concurrency;
 mod dashboard;
 mod hostile;
