@@ -20,6 +20,7 @@ mod items;
 mod lifecycle;
 mod limits;
 mod merge;
+mod migration;
 mod observability;
 mod operations;
 mod otlp;

@@ -95,6 +95,16 @@ impl PgStore {
         })
     }
 
+    /// Applies the embedded migrations up to `version` and no further, as
+    /// `connect` applies them all: for operators staging an upgrade, and for
+    /// the test that upgrades a database of an older schema.
+    pub async fn migrate_to(url: &str, version: i32) -> Result<(), CartError> {
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| CartError::internal_from("DATABASE_URL is not a Postgres URL", e))?;
+        migrate::run_to(&cfg, Some(version)).await
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, CartError> {
         self.pool.get().await.map_err(pool)
     }
