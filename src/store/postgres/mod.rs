@@ -67,7 +67,7 @@ impl PgStore {
         }
         migrate::run(&cfg).await?;
         let manager = Manager::from_config(
-            cfg.clone(),
+            bounded(&cfg),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -119,6 +119,23 @@ impl PgStore {
             waiting: s.waiting,
         }
     }
+}
+
+/// Bounds on what one of the service's statements or transactions may
+/// hold: an event writer delays the events after it until it ends (see
+/// `feed`), and a stuck one must not hold watchers back for long.
+const SESSION_BOUNDS: &str = "-c statement_timeout=10s -c idle_in_transaction_session_timeout=10s";
+
+/// The pool's connection settings: `cfg` with [`SESSION_BOUNDS`] after any
+/// options of its own.
+fn bounded(cfg: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut cfg = cfg.clone();
+    let options = match cfg.get_options() {
+        Some(own) => format!("{own} {SESSION_BOUNDS}"),
+        None => SESSION_BOUNDS.to_string(),
+    };
+    cfg.options(&options);
+    cfg
 }
 
 /// The tenant's carts among `ids` as they stand (those that exist).

@@ -289,10 +289,21 @@ pub const EVENTS_BETWEEN: &str =
 /// The last sequence handed out (0 before the first).
 pub const LAST_SEQUENCE: &str = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('cart_events', 'sequence')::regclass), 0)";
 
-/// The transaction ids running now in this database (other sessions).
-pub const RUNNING_XIDS: &str = "SELECT coalesce(array_agg(backend_xid::text::bigint), '{}') \
-     FROM pg_stat_activity \
-     WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+/// The transaction ids of the event writers running now: sessions of this
+/// database (other than this one) holding a write lock on `cart_events`
+/// with a transaction id. A writer takes that lock when its statement
+/// starts and its transaction id when it writes the cart row, both before
+/// it takes its sequence, and keeps both until it ends; so a transaction
+/// that may still commit a sequence at or below the one just read is among
+/// these. A transaction that writes no event (a migration, a batch job, a
+/// session left idle in a transaction) is not, and never holds watchers back.
+pub const EVENT_WRITERS: &str = "SELECT coalesce(array_agg(a.backend_xid::text::bigint), '{}') \
+     FROM pg_stat_activity a \
+     WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid() \
+       AND EXISTS (SELECT 1 FROM pg_locks l \
+                   WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' \
+                     AND l.relation = 'cart_events'::regclass \
+                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
 /// Carts past their expiry, locked, skipping those another sweeper holds
 /// (GET_CARTS then reads them). $1 now, $2 limit.

@@ -31,7 +31,7 @@ const NAMES: &[(&str, &str)] = &[
     ("CART_AT_VERSION", sql::CART_AT_VERSION),
     ("EVENTS_BETWEEN", sql::EVENTS_BETWEEN),
     ("LAST_SEQUENCE", sql::LAST_SEQUENCE),
-    ("RUNNING_XIDS", sql::RUNNING_XIDS),
+    ("EVENT_WRITERS", sql::EVENT_WRITERS),
     ("DUE_CARTS", sql::DUE_CARTS),
     ("FORGET_OLD_KEYS", sql::FORGET_OLD_KEYS),
     ("LOCK_COMPACTION", sql::LOCK_COMPACTION),
