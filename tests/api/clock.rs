@@ -11,7 +11,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{create_cart, fresh_database, get, spawn_app_on, status, submit};
 
-const FAKETIME: &str = "faketime";
+/// libfaketime, preloaded into the replica itself (the `faketime` wrapper
+/// would run it as a child of its own, which outlives a killed wrapper).
+fn libfaketime() -> std::path::PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .find(|lib| lib.exists());
+    found.expect("this test needs libfaketime (apt-get install faketime)")
+}
 
 fn time(t: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
     let t = t.as_ref().expect("a timestamp");
@@ -36,14 +46,10 @@ async fn a_replica_with_a_fast_clock_keeps_the_databases_time() {
     let mut on_a = a.client.clone();
 
     // Replica B: 20 minutes fast, a 1 s checkout, sweeping every 50 ms.
-    let mut child = tokio::process::Command::new(FAKETIME)
-        .args([
-            "-f",
-            "+20m",
-            env!("CARGO_BIN_EXE_cart-service"),
-            "--log-format",
-            "json",
-        ])
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart-service"))
+        .args(["--log-format", "json"])
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "+20m")
         .env("CART_LISTEN_ADDR", "127.0.0.1:0")
         .env("CART_METRICS_ADDR", "127.0.0.1:0")
         .env("CART_CHECKOUT_TIMEOUT", "1s")
@@ -53,7 +59,7 @@ async fn a_replica_with_a_fast_clock_keeps_the_databases_time() {
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("this test needs `{FAKETIME}` (apt-get install faketime): {e}"));
+        .expect("start replica B");
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
