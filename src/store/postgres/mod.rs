@@ -14,6 +14,12 @@ mod outbox;
 mod retention;
 mod rows;
 mod sql;
+
+/// The statements the service runs, for the floor server
+/// (`src/bin/cart-floor.rs`), which must run the very same SQL.
+pub mod statements {
+    pub use super::sql::{GET_CARTS, WRITE_CART};
+}
 mod traced;
 mod unit;
 
