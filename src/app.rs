@@ -138,8 +138,14 @@ impl Application {
         )));
         // Tenants are configured, so per-tenant series are bounded; they show from the start.
         match &config.api_keys {
-            Some(keys) => metrics.callback_tenants(keys.0.iter().map(|k| k.tenant.as_str())),
-            None => metrics.callback_tenants(["default"]),
+            Some(keys) => {
+                metrics.callback_tenants(keys.0.iter().map(|k| k.tenant.as_str()));
+                metrics.shed_tenants(keys.0.iter().map(|k| k.tenant.as_str()));
+            }
+            None => {
+                metrics.callback_tenants(["default"]);
+                metrics.shed_tenants(["default"]);
+            }
         }
         let worker =
             CallbackWorker::new(store.clone(), &callback_settings(&config), metrics.clone());
@@ -169,8 +175,10 @@ impl Application {
             BoutiqueServer::new(BoutiqueCart::new(carts.clone(), config.default_currency))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-        // The request id is set before the RPC layer logs it and sent back
-        // after; the caller is authenticated once, before anything reads it.
+        // The caller is authenticated once, before anything reads it. Admission
+        // comes next, so a refused call costs no request id, span or log line
+        // (it is counted in cart_shed_calls_total). The request id is set
+        // before the RPC layer logs it and sent back after.
         let rpc_layer = RpcLayer::new(
             metrics.clone(),
             &[
@@ -181,15 +189,15 @@ impl Application {
             ],
         );
         let layers = ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(AuthLayer::new(auth))
-            .layer(rpc_layer)
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(DeadlineLayer::new(metrics.clone()))
             .layer(AdmissionLayer::new(
                 Admission::new(in_flight_bound(&config)),
                 metrics.clone(),
             ))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(rpc_layer)
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(DeadlineLayer::new(metrics.clone()))
             .into_inner();
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -11,6 +11,13 @@
 //!
 //! Watch streams are long-lived and have their own cap
 //! (`CART_MAX_WATCHERS_PER_TENANT`); health and reflection are never shed.
+//!
+//! A refusal is made cheap, because under overload most calls are refused:
+//! the layer sits right after authentication (which finds the tenant), so
+//! a refused call makes no request id, opens no span, writes no log line
+//! and is not timed; it is counted in `cart_shed_calls_total{tenant,reason}`
+//! and answered with headers encoded once at start-up (the caller's own
+//! `x-request-id`, when it sent one, is echoed).
 
 use std::{
     collections::HashMap,
@@ -19,7 +26,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::codegen::http::{Request, Response};
+use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use super::{deadline::tenant_of, status::to_status};
@@ -108,13 +115,23 @@ fn is_bounded(path: &str) -> bool {
 pub struct AdmissionLayer {
     admission: Arc<Admission>,
     metrics: Metrics,
+    /// The trailers-only answer of a refused call, encoded once.
+    refusal: Arc<HeaderMap>,
 }
 
 impl AdmissionLayer {
     pub fn new(admission: Arc<Admission>, metrics: Metrics) -> AdmissionLayer {
-        AdmissionLayer { admission, metrics }
+        let refusal = to_status(CartError::Overloaded).into_http::<()>();
+        AdmissionLayer {
+            admission,
+            metrics,
+            refusal: Arc::new(refusal.headers().clone()),
+        }
     }
 }
+
+/// `x-request-id`, echoed on a refusal as on any other answer.
+const REQUEST_ID: &str = "x-request-id";
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = AdmissionService<S>;
@@ -124,6 +141,7 @@ impl<S> Layer<S> for AdmissionLayer {
             inner,
             admission: self.admission.clone(),
             metrics: self.metrics.clone(),
+            refusal: self.refusal.clone(),
         }
     }
 }
@@ -133,6 +151,21 @@ pub struct AdmissionService<S> {
     inner: S,
     admission: Arc<Admission>,
     metrics: Metrics,
+    refusal: Arc<HeaderMap>,
+}
+
+impl<S> AdmissionService<S> {
+    /// The answer to a refused call: no span, no log line, no request id made.
+    fn refuse<B, R: Default>(&self, req: &Request<B>, tenant: &str) -> Response<R> {
+        self.metrics
+            .shed(tenant, CartError::Overloaded.reason().as_str());
+        let mut res = Response::new(R::default());
+        *res.headers_mut() = HeaderMap::clone(&self.refusal);
+        if let Some(id) = req.headers().get(REQUEST_ID) {
+            res.headers_mut().insert(REQUEST_ID, HeaderValue::clone(id));
+        }
+        res
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -158,9 +191,8 @@ where
         }
         let tenant = tenant_of(&req);
         let Some(permit) = self.admission.try_admit(&tenant) else {
-            self.metrics
-                .shed(&tenant, CartError::Overloaded.reason().as_str());
-            return Box::pin(async { Ok(to_status(CartError::Overloaded).into_http()) });
+            let res = self.refuse(&req, &tenant);
+            return Box::pin(async { Ok(res) });
         };
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -195,6 +227,55 @@ mod tests {
         // Headroom is bounded: the replica never holds more than capacity + headroom.
         let more: Vec<_> = (0..10).filter_map(|_| a.try_admit("quiet")).collect();
         assert_eq!(8 + 2 + more.len(), 8 + a.headroom);
+    }
+
+    /// A refused call never reaches the layers inside (no request id, span
+    /// or log line, no work): it is answered OVERLOADED with RetryInfo,
+    /// echoes the caller's request id and is counted by tenant and reason.
+    #[tokio::test]
+    async fn a_refusal_is_answered_here_and_counted() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use tonic_types::StatusExt as _;
+        use tower::{ServiceExt as _, service_fn};
+
+        let admission = Admission::new(1);
+        let _held = admission.try_admit("").unwrap();
+        let reached = Arc::new(AtomicBool::new(false));
+        let r = reached.clone();
+        let inner = service_fn(move |_req: Request<()>| {
+            r.store(true, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        });
+        let metrics = Metrics::new();
+        let req = Request::builder()
+            .uri("/cart.v1.CartService/GetCart")
+            .header(REQUEST_ID, "my-id")
+            .body(())
+            .unwrap();
+        let res = AdmissionLayer::new(admission, metrics.clone())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert!(!reached.load(Ordering::SeqCst));
+        assert_eq!(res.headers()[REQUEST_ID], "my-id");
+        let status = tonic::Status::from_header_map(res.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "OVERLOADED"
+        );
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_millis(100))
+        );
+        let text = metrics.render(None, 0);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"cart_shed_calls_total{tenant="",reason="OVERLOADED"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
