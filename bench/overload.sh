@@ -21,7 +21,7 @@
 # CARTS (1000), PORT (30181; PORT+1..PORT+4 are used too), OUT
 # (target/bench/overload.jsonl), SERVER_ENV (extra env for the servers),
 # SERVER_BIN (target/release/cart-service), STALL (5s), STALL_CLIENTS (64),
-# STALL_DEADLINE (100ms), NO_BUILD (set: skip the cargo build).
+# STALL_DEADLINE (100ms), DB (cart_bench_overload), NO_BUILD (set: skip the cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,8 +38,8 @@ OUT=${OUT:-target/bench/overload.jsonl}
 STALL=${STALL:-5s}
 STALL_CLIENTS=${STALL_CLIENTS:-64}
 STALL_DEADLINE=${STALL_DEADLINE:-100ms}
-DB=cart_bench_overload
-mkdir -p "$(dirname "$OUT")"
+DB=${DB:-cart_bench_overload}
+mkdir -p "$(dirname "$OUT")" target/bench
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release --bin cart-service --bin cart-bench
 BIN=target/release

@@ -148,6 +148,9 @@ pub(crate) fn new_cart_request(
     }
 }
 
+/// The deadline of the calls that set a run up (seeding, listing carts).
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Creates `--carts` carts (or lists the tenant's existing ones); answers their ids.
 pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
@@ -156,15 +159,15 @@ pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
         let mut token = String::new();
         let mut ids = Vec::new();
         while ids.len() < ctx.args.carts {
-            let page = c
-                .list_carts(ctx.req(proto::ListCartsRequest {
-                    statuses: vec![proto::CartStatus::Active as i32],
-                    page_size: 100,
-                    page_token: token.clone(),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner();
+            let mut req = ctx.req(proto::ListCartsRequest {
+                statuses: vec![proto::CartStatus::Active as i32],
+                page_size: 100,
+                page_token: token.clone(),
+                ..Default::default()
+            });
+            // Setting up is not measured: --deadline is for the calls measured.
+            req.set_timeout(SETUP_DEADLINE);
+            let page = c.list_carts(req).await?.into_inner();
             ids.extend(page.carts.into_iter().map(|c| c.id));
             if page.next_page_token.is_empty() {
                 break;
@@ -189,7 +192,9 @@ pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
             let mut n = w;
             while n < ctx.args.carts {
                 let r = new_cart_request(&ctx, &mut rng, n, ctx.args.seed_items);
-                let cart = c.create_cart(ctx.req(r)).await?.into_inner();
+                let mut req = ctx.req(r);
+                req.set_timeout(SETUP_DEADLINE);
+                let cart = c.create_cart(req).await?.into_inner();
                 ids.push(cart.id);
                 n += workers;
             }
