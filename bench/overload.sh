@@ -21,7 +21,9 @@
 # CARTS (1000), PORT (30181; PORT+1..PORT+4 are used too), OUT
 # (target/bench/overload.jsonl), SERVER_ENV (extra env for the servers),
 # SERVER_BIN (target/release/cart-service), STALL (5s), STALL_CLIENTS (64),
-# STALL_DEADLINE (100ms), DB (cart_bench_overload), NO_BUILD (set: skip the cargo build).
+# STALL_DEADLINE (100ms), DB (cart_bench_overload), NO_BUILD (set: skip the
+# cargo build), OVER_ARGS (extra cart-bench arguments of the overload step,
+# e.g. "--overload-backoff-max 1ms": retry at once, to measure refusals), LABEL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +62,8 @@ env ${SERVER_ENV:-} DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_L
 PID=$!
 PIDS+=("$PID")
 "$BIN/cart-bench" --scenario ready --addr "$ADDR" --server-pid "$PID" | sed '/^JSON/d'
-common=(--addr "$ADDR" --json "$OUT" --carts "$CARTS" --duration "${DURATION}s")
+common=(--addr "$ADDR" --json "$OUT" --carts "$CARTS")
+D=(--duration "${DURATION}s")
 "$BIN/cart-bench" --scenario seed "${common[@]}" --api-key bench-key-a --concurrency 32 | sed '/^JSON/d'
 "$BIN/cart-bench" --scenario seed "${common[@]}" --api-key bench-key-b --concurrency 8 | sed '/^JSON/d'
 A=(--api-key bench-key-a --no-seed)
@@ -68,17 +71,17 @@ B=(--api-key bench-key-b --no-seed --scenario add-items --rate "$RATE_B" --concu
 
 if has peak; then
     echo "== peak: add-items, $PEAK_CLIENTS clients (load $(load))"
-    "$BIN/cart-bench" --scenario add-items "${common[@]}" --server-pid "$PID" "${A[@]}" \
+    "$BIN/cart-bench" --scenario add-items "${common[@]}" "${D[@]}" --server-pid "$PID" "${A[@]}" \
         --concurrency "$PEAK_CLIENTS" --label peak | sed '/^JSON/d'
 fi
 if has overload; then
     echo "== overload: add-items, $OVER_CLIENTS clients, $DEADLINE deadlines (load $(load))"
-    "$BIN/cart-bench" --scenario overload "${common[@]}" --server-pid "$PID" "${A[@]}" \
-        --concurrency "$OVER_CLIENTS" --deadline "$DEADLINE" --label overload | sed '/^JSON/d'
+    "$BIN/cart-bench" --scenario overload "${common[@]}" "${D[@]}" --server-pid "$PID" "${A[@]}" \
+        --concurrency "$OVER_CLIENTS" --deadline "$DEADLINE" --label "${LABEL:-overload}" ${OVER_ARGS:-} | sed '/^JSON/d'
 fi
 if has b-alone; then
     echo "== fairness: tenant b alone at $RATE_B/s (load $(load))"
-    "$BIN/cart-bench" "${common[@]}" "${B[@]}" --label "b alone" | sed '/^JSON/d'
+    "$BIN/cart-bench" "${common[@]}" "${D[@]}" "${B[@]}" --label "b alone" | sed '/^JSON/d'
 fi
 if has fairness; then
     echo "== fairness: tenant a at $OVER_CLIENTS clients (one process), tenant b at $RATE_B/s (another) (load $(load))"
@@ -88,7 +91,7 @@ if has fairness; then
         --deadline "$DEADLINE" --duration "$((DURATION + 4))s" --label "fairness a" >target/bench/overload-fairness-a.log &
     APID=$!
     sleep 3
-    "$BIN/cart-bench" "${common[@]}" "${B[@]}" --label "fairness b" | sed '/^JSON/d'
+    "$BIN/cart-bench" "${common[@]}" "${D[@]}" "${B[@]}" --label "fairness b" | sed '/^JSON/d'
     wait "$APID"
     sed '/^JSON/d' target/bench/overload-fairness-a.log
     curl -s "http://$METRICS/metrics" | grep -E '^cart_shed_calls_total' || true

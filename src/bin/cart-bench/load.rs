@@ -84,7 +84,7 @@ impl Ctx {
     /// gRPC clients do (gRFC A6): the server's RetryInfo delay (else
     /// `--overload-backoff`) times 1.6 per earlier refusal, at most
     /// `--overload-backoff-max`, jittered +-20%.
-    fn backoff(&self, rng: &mut Rng, e: &tonic::Status) -> Duration {
+    pub(crate) fn backoff(&self, rng: &mut Rng, e: &tonic::Status) -> Duration {
         use tonic_types::StatusExt as _;
         let base = e
             .get_details_retry_info()
@@ -192,9 +192,21 @@ pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
             let mut n = w;
             while n < ctx.args.carts {
                 let r = new_cart_request(&ctx, &mut rng, n, ctx.args.seed_items);
-                let mut req = ctx.req(r);
-                req.set_timeout(SETUP_DEADLINE);
-                let cart = c.create_cart(req).await?.into_inner();
+                let cart = loop {
+                    let mut req = ctx.req(r.clone());
+                    req.set_timeout(SETUP_DEADLINE);
+                    match c.create_cart(req).await {
+                        Ok(cart) => break cart.into_inner(),
+                        // Past the server's limit: back off as any client would.
+                        Err(e) if e.code() == Code::ResourceExhausted => {
+                            rng.refusals += 1;
+                            let wait = ctx.backoff(&mut rng, &e);
+                            tokio::time::sleep(wait).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                rng.refusals = 0;
                 ids.push(cart.id);
                 n += workers;
             }

@@ -360,7 +360,11 @@ async fn main() -> anyhow::Result<()> {
                 let per_op = |a: Option<u64>, b: Option<u64>| {
                     Some((b? - a?) as f64 * 10_000.0 / ops.max(1) as f64)
                 };
-                let server_us = per_op(cpu0, cpu_ticks(args.server_pid));
+                // Without --server-pid, cpu_ticks reads this process: no server figure then.
+                let server_us = match args.server_pid {
+                    Some(_) => per_op(cpu0, cpu_ticks(args.server_pid)),
+                    None => None,
+                };
                 let bench_us = per_op(self0, cpu_ticks(None));
                 if let Some(us) = server_us {
                     println!(
@@ -376,7 +380,9 @@ async fn main() -> anyhow::Result<()> {
                     CALLS.load(Ordering::Relaxed),
                     REFUSED.load(Ordering::Relaxed),
                 );
-                if let (Some(a), Some(b)) = (cpu0, cpu_ticks(args.server_pid)) {
+                if let (Some(_), Some(a), Some(b)) =
+                    (args.server_pid, cpu0, cpu_ticks(args.server_pid))
+                {
                     let cpu_s = (b - a) as f64 / 100.0;
                     println!(
                         "  server CPU {:.2} s for {calls} calls ({:.0} us/call), {refused} refused, {ops} OK",
