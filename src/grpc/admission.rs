@@ -1,67 +1,139 @@
-//! Admission control: a replica works on at most `capacity` calls at once
+//! Admission control: a replica works on at most `limit` calls at once
 //! and refuses the rest at once with `RESOURCE_EXHAUSTED` / `OVERLOADED`
 //! (safe to retry with backoff) instead of queueing them without limit.
 //!
+//! The limit is fixed (`CART_MAX_IN_FLIGHT`) or adapts to the latency the
+//! replica measures (the default): calls queue somewhere (for a pooled
+//! connection, a row lock, the CPU) once the replica is past its knee, and
+//! then in-flight only adds latency (Little's law: latency = in flight /
+//! throughput). Every [`WINDOW`] the mean time admitted calls took is
+//! compared with a target (`CART_ADMISSION_TARGET_LATENCY`, 50 ms): above
+//! it, the limit becomes throughput x target (the in-flight count at which
+//! the calls would take the target); at or below it, the limit grows by a
+//! tenth, up to `max`. A window with calls in flight and none finished
+//! halves it. It never goes below `min` (the pool's worth of calls), so a
+//! burst on an idle replica is admitted, and never above `max`.
+//!
 //! Fairness: while several tenants have calls in flight, a tenant below
-//! its fair share (`capacity / active tenants`) may go past `capacity` by
-//! up to `headroom`; a tenant at or above its share only gets a slot while
-//! the replica is under `capacity`. So a tenant bursting at 10x cannot take
-//! the slots a quiet tenant needs: the quiet tenant's calls are admitted
-//! and wait behind at most `capacity` others.
+//! its fair share (`limit / active tenants`) may go past `limit` by up to
+//! `headroom`; a tenant at or above its share only gets a slot while the
+//! replica is under `limit`. So a tenant bursting at 10x cannot take the
+//! slots a quiet tenant needs: the quiet tenant's calls are admitted and
+//! wait behind at most `limit` others.
 //!
 //! Watch streams are long-lived and have their own cap
 //! (`CART_MAX_WATCHERS_PER_TENANT`); health and reflection are never shed.
+//!
+//! A refusal is made cheap, because under overload most calls are refused:
+//! the layer sits right after authentication (which finds the tenant), so
+//! a refused call makes no request id, opens no span, writes no log line
+//! and is not timed; it is counted in `cart_shed_calls_total{tenant,reason}`
+//! and answered with headers encoded once at start-up (the caller's own
+//! `x-request-id`, when it sent one, is echoed).
 
 use std::{
     collections::HashMap,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
-use tonic::codegen::http::{Request, Response};
+use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use super::{deadline::tenant_of, status::to_status};
 use crate::{domain::CartError, metrics::Metrics};
 
+/// How often an adaptive limit is reconsidered.
+const WINDOW: Duration = Duration::from_millis(100);
+
+/// How the limit is set.
+#[derive(Clone, Copy, Debug)]
+pub enum Bound {
+    /// Exactly this many calls at once.
+    Fixed(usize),
+    /// Between `min` and `max`, from the latency measured against `target`.
+    Adaptive {
+        min: usize,
+        max: usize,
+        target: Duration,
+    },
+}
+
 pub struct Admission {
-    capacity: usize,
-    headroom: usize,
+    bound: Bound,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
+    limit: usize,
     in_flight: usize,
     /// Calls in flight per tenant; a tenant with none is not listed.
     tenants: HashMap<String, usize>,
+    /// The current window: when it began, calls finished in it, their total time.
+    window_start: Instant,
+    done: u32,
+    busy: Duration,
 }
 
 impl Admission {
+    /// A fixed limit of `capacity` calls.
     pub fn new(capacity: usize) -> Arc<Admission> {
-        let capacity = capacity.max(1);
+        Admission::with_bound(Bound::Fixed(capacity))
+    }
+
+    pub fn with_bound(bound: Bound) -> Arc<Admission> {
+        let bound = match bound {
+            Bound::Fixed(n) => Bound::Fixed(n.max(1)),
+            Bound::Adaptive { min, max, target } => {
+                let min = min.max(1);
+                Bound::Adaptive {
+                    min,
+                    max: max.max(min),
+                    target,
+                }
+            }
+        };
+        let limit = match bound {
+            Bound::Fixed(n) => n,
+            Bound::Adaptive { max, .. } => max,
+        };
         Arc::new(Admission {
-            capacity,
-            headroom: (capacity / 4).max(2),
-            state: Mutex::new(State::default()),
+            bound,
+            state: Mutex::new(State {
+                limit,
+                in_flight: 0,
+                tenants: HashMap::new(),
+                window_start: Instant::now(),
+                done: 0,
+                busy: Duration::ZERO,
+            }),
         })
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A slot for one call of `tenant`, or None when it is to be shed.
     pub fn try_admit(self: &Arc<Self>, tenant: &str) -> Option<Permit> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut st = self.lock();
+        self.adapt(&mut st, now);
         let mine = st.tenants.get(tenant).copied().unwrap_or(0);
         let active = st.tenants.len() + usize::from(mine == 0);
-        let share = (self.capacity / active).max(1);
+        let share = (st.limit / active).max(1);
+        let headroom = (st.limit / 4).max(2);
         let bound = if active > 1 && mine < share {
-            self.capacity + self.headroom
+            st.limit + headroom
         } else {
-            self.capacity
+            st.limit
         };
         if st.in_flight >= bound {
             return None;
@@ -71,11 +143,13 @@ impl Admission {
         Some(Permit {
             admission: self.clone(),
             tenant: tenant.to_string(),
+            admitted: now,
         })
     }
 
-    fn release(&self, tenant: &str) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn release(&self, tenant: &str, admitted: Instant) {
+        let now = Instant::now();
+        let mut st = self.lock();
         st.in_flight -= 1;
         if let Some(n) = st.tenants.get_mut(tenant) {
             *n -= 1;
@@ -83,6 +157,49 @@ impl Admission {
                 st.tenants.remove(tenant);
             }
         }
+        st.done += 1;
+        st.busy += now.saturating_duration_since(admitted);
+        self.adapt(&mut st, now);
+    }
+
+    /// Ends the window when it is due and sets the limit from it.
+    fn adapt(&self, st: &mut State, now: Instant) {
+        let Bound::Adaptive { min, max, target } = self.bound else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(st.window_start);
+        if elapsed < WINDOW {
+            return;
+        }
+        st.limit =
+            next_limit(st.limit, st.done, st.busy, st.in_flight, elapsed, target).clamp(min, max);
+        st.window_start = now;
+        st.done = 0;
+        st.busy = Duration::ZERO;
+    }
+}
+
+/// The limit after a window of `elapsed` in which `done` calls finished,
+/// taking `busy` in all, with `in_flight` still under way at its end.
+fn next_limit(
+    limit: usize,
+    done: u32,
+    busy: Duration,
+    in_flight: usize,
+    elapsed: Duration,
+    target: Duration,
+) -> usize {
+    if done == 0 {
+        // Nothing finished: idle (keep), or stuck (halve).
+        return if in_flight > 0 { limit / 2 } else { limit };
+    }
+    let mean = busy / done;
+    if mean > target {
+        // Little's law: at this throughput, calls take `target` with this many in flight.
+        let throughput = f64::from(done) / elapsed.as_secs_f64();
+        (throughput * target.as_secs_f64()).ceil() as usize
+    } else {
+        limit + (limit / 10).max(1)
     }
 }
 
@@ -90,11 +207,12 @@ impl Admission {
 pub struct Permit {
     admission: Arc<Admission>,
     tenant: String,
+    admitted: Instant,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.release(&self.tenant);
+        self.admission.release(&self.tenant, self.admitted);
     }
 }
 
@@ -108,13 +226,23 @@ fn is_bounded(path: &str) -> bool {
 pub struct AdmissionLayer {
     admission: Arc<Admission>,
     metrics: Metrics,
+    /// The trailers-only answer of a refused call, encoded once.
+    refusal: Arc<HeaderMap>,
 }
 
 impl AdmissionLayer {
     pub fn new(admission: Arc<Admission>, metrics: Metrics) -> AdmissionLayer {
-        AdmissionLayer { admission, metrics }
+        let refusal = to_status(CartError::Overloaded).into_http::<()>();
+        AdmissionLayer {
+            admission,
+            metrics,
+            refusal: Arc::new(refusal.headers().clone()),
+        }
     }
 }
+
+/// `x-request-id`, echoed on a refusal as on any other answer.
+const REQUEST_ID: &str = "x-request-id";
 
 impl<S> Layer<S> for AdmissionLayer {
     type Service = AdmissionService<S>;
@@ -124,6 +252,7 @@ impl<S> Layer<S> for AdmissionLayer {
             inner,
             admission: self.admission.clone(),
             metrics: self.metrics.clone(),
+            refusal: self.refusal.clone(),
         }
     }
 }
@@ -133,6 +262,21 @@ pub struct AdmissionService<S> {
     inner: S,
     admission: Arc<Admission>,
     metrics: Metrics,
+    refusal: Arc<HeaderMap>,
+}
+
+impl<S> AdmissionService<S> {
+    /// The answer to a refused call: no span, no log line, no request id made.
+    fn refuse<B, R: Default>(&self, req: &Request<B>, tenant: &str) -> Response<R> {
+        self.metrics
+            .shed(tenant, CartError::Overloaded.reason().as_str());
+        let mut res = Response::new(R::default());
+        *res.headers_mut() = HeaderMap::clone(&self.refusal);
+        if let Some(id) = req.headers().get(REQUEST_ID) {
+            res.headers_mut().insert(REQUEST_ID, HeaderValue::clone(id));
+        }
+        res
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -158,9 +302,8 @@ where
         }
         let tenant = tenant_of(&req);
         let Some(permit) = self.admission.try_admit(&tenant) else {
-            self.metrics
-                .shed(&tenant, CartError::Overloaded.reason().as_str());
-            return Box::pin(async { Ok(to_status(CartError::Overloaded).into_http()) });
+            let res = self.refuse(&req, &tenant);
+            return Box::pin(async { Ok(res) });
         };
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -194,7 +337,91 @@ mod tests {
         assert_eq!(quiet.len(), 2);
         // Headroom is bounded: the replica never holds more than capacity + headroom.
         let more: Vec<_> = (0..10).filter_map(|_| a.try_admit("quiet")).collect();
-        assert_eq!(8 + 2 + more.len(), 8 + a.headroom);
+        assert_eq!(8 + 2 + more.len(), 8 + 2);
+    }
+
+    /// A refused call never reaches the layers inside (no request id, span
+    /// or log line, no work): it is answered OVERLOADED with RetryInfo,
+    /// echoes the caller's request id and is counted by tenant and reason.
+    #[tokio::test]
+    async fn a_refusal_is_answered_here_and_counted() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use tonic_types::StatusExt as _;
+        use tower::{ServiceExt as _, service_fn};
+
+        let admission = Admission::new(1);
+        let _held = admission.try_admit("").unwrap();
+        let reached = Arc::new(AtomicBool::new(false));
+        let r = reached.clone();
+        let inner = service_fn(move |_req: Request<()>| {
+            r.store(true, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        });
+        let metrics = Metrics::new();
+        let req = Request::builder()
+            .uri("/cart.v1.CartService/GetCart")
+            .header(REQUEST_ID, "my-id")
+            .body(())
+            .unwrap();
+        let res = AdmissionLayer::new(admission, metrics.clone())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert!(!reached.load(Ordering::SeqCst));
+        assert_eq!(res.headers()[REQUEST_ID], "my-id");
+        let status = tonic::Status::from_header_map(res.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "OVERLOADED"
+        );
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_millis(100))
+        );
+        let text = metrics.render(None, 0);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"cart_shed_calls_total{tenant="",reason="OVERLOADED"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_limit_follows_latency() {
+        let ms = Duration::from_millis;
+        let target = ms(50);
+        // 350 calls/s taking 180 ms each (64 in flight, queued): 350 x 50 ms.
+        assert_eq!(next_limit(64, 35, ms(180) * 35, 64, ms(100), target), 18);
+        // Under the target: grows by a tenth.
+        assert_eq!(next_limit(18, 35, ms(20) * 35, 10, ms(100), target), 19);
+        assert_eq!(next_limit(4, 35, ms(20) * 35, 4, ms(100), target), 5);
+        // Stuck (nothing finished, calls in flight): halves; idle: keeps.
+        assert_eq!(next_limit(64, 0, ms(0), 64, ms(100), target), 32);
+        assert_eq!(next_limit(64, 0, ms(0), 0, ms(100), target), 64);
+    }
+
+    #[test]
+    fn an_adaptive_limit_starts_at_its_max_and_stays_within_bounds() {
+        let a = Admission::with_bound(Bound::Adaptive {
+            min: 16,
+            max: 64,
+            target: Duration::from_millis(50),
+        });
+        assert_eq!(a.limit(), 64);
+        let held: Vec<_> = (0..64).map(|_| a.try_admit("a").unwrap()).collect();
+        assert!(a.try_admit("a").is_none());
+        // A window with every call stuck halves the limit, never below min.
+        for _ in 0..4 {
+            let mut st = a.lock();
+            st.window_start -= WINDOW;
+            a.adapt(&mut st, Instant::now());
+        }
+        assert_eq!(a.limit(), 16);
+        drop(held);
+        assert!(a.try_admit("a").is_some());
     }
 
     #[test]

@@ -357,6 +357,20 @@ impl Metrics {
     }
 
     /// A call of `tenant` refused before any work, with ErrorInfo `reason`.
+    /// Shed-call series at 0 for these tenants, so that rates start from
+    /// the first scrape rather than from the first refusal.
+    pub fn shed_tenants<'a>(&self, tenants: impl IntoIterator<Item = &'a str>) {
+        for tenant in tenants {
+            for reason in ["OVERLOADED", "DEADLINE_EXCEEDED", "TOO_MANY_WATCHERS"] {
+                let labels = ShedLabels {
+                    tenant: tenant.to_string(),
+                    reason,
+                };
+                let _ = self.inner.shed.get_or_create(&labels);
+            }
+        }
+    }
+
     pub fn shed(&self, tenant: &str, reason: &'static str) {
         let labels = ShedLabels {
             tenant: tenant.to_string(),

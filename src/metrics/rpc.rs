@@ -136,6 +136,17 @@ pin_project! {
     }
 }
 
+/// An empty body of no call: what a layer outside this one answers with
+/// when it refuses a call before it is timed (admission).
+impl<B: Default> Default for RpcBody<B> {
+    fn default() -> Self {
+        RpcBody {
+            inner: B::default(),
+            call: None,
+        }
+    }
+}
+
 impl<B: Body> Body for RpcBody<B> {
     type Data = B::Data;
     type Error = B::Error;

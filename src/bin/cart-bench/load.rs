@@ -2,19 +2,28 @@
 
 use super::*;
 
-/// xorshift64*: small, fast, deterministic per worker.
-pub(crate) struct Rng(u64);
+/// xorshift64*: small, fast, deterministic per worker. It also carries the
+/// worker's run of consecutive OVERLOADED answers (its backoff exponent),
+/// since it is the one piece of state every call of a worker gets.
+pub(crate) struct Rng {
+    x: u64,
+    /// Consecutive RESOURCE_EXHAUSTED answers; 0 after any other outcome.
+    pub(crate) refusals: u32,
+}
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng {
+            x: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            refusals: 0,
+        }
     }
     pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
+        let mut x = self.x;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.0 = x;
+        self.x = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub(crate) fn below(&mut self, n: usize) -> usize {
@@ -63,10 +72,27 @@ impl Ctx {
         };
         stats.error(op, code);
         if code == Code::ResourceExhausted {
-            let base = self.args.overload_backoff;
-            let jitter = base.mul_f64(rng.below(1000) as f64 / 1000.0);
-            tokio::time::sleep(base / 2 + jitter).await;
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            rng.refusals += 1;
+            tokio::time::sleep(self.backoff(rng, e)).await;
+        } else {
+            rng.refusals = 0;
         }
+    }
+
+    /// How long to wait after the `rng.refusals`-th refusal in a row, as
+    /// gRPC clients do (gRFC A6): the server's RetryInfo delay (else
+    /// `--overload-backoff`) times 1.6 per earlier refusal, at most
+    /// `--overload-backoff-max`, jittered +-20%.
+    pub(crate) fn backoff(&self, rng: &mut Rng, e: &tonic::Status) -> Duration {
+        use tonic_types::StatusExt as _;
+        let base = e
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .unwrap_or(self.args.overload_backoff);
+        let exp = 1.6f64.powi(rng.refusals.saturating_sub(1).min(30) as i32);
+        let wait = base.mul_f64(exp).min(self.args.overload_backoff_max);
+        wait.mul_f64(0.8 + 0.4 * (rng.below(1000) as f64 / 1000.0))
     }
 
     pub(crate) fn request_id(&self) -> String {
@@ -122,6 +148,9 @@ pub(crate) fn new_cart_request(
     }
 }
 
+/// The deadline of the calls that set a run up (seeding, listing carts).
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Creates `--carts` carts (or lists the tenant's existing ones); answers their ids.
 pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
@@ -130,15 +159,15 @@ pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
         let mut token = String::new();
         let mut ids = Vec::new();
         while ids.len() < ctx.args.carts {
-            let page = c
-                .list_carts(ctx.req(proto::ListCartsRequest {
-                    statuses: vec![proto::CartStatus::Active as i32],
-                    page_size: 100,
-                    page_token: token.clone(),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner();
+            let mut req = ctx.req(proto::ListCartsRequest {
+                statuses: vec![proto::CartStatus::Active as i32],
+                page_size: 100,
+                page_token: token.clone(),
+                ..Default::default()
+            });
+            // Setting up is not measured: --deadline is for the calls measured.
+            req.set_timeout(SETUP_DEADLINE);
+            let page = c.list_carts(req).await?.into_inner();
             ids.extend(page.carts.into_iter().map(|c| c.id));
             if page.next_page_token.is_empty() {
                 break;
@@ -163,7 +192,21 @@ pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
             let mut n = w;
             while n < ctx.args.carts {
                 let r = new_cart_request(&ctx, &mut rng, n, ctx.args.seed_items);
-                let cart = c.create_cart(ctx.req(r)).await?.into_inner();
+                let cart = loop {
+                    let mut req = ctx.req(r.clone());
+                    req.set_timeout(SETUP_DEADLINE);
+                    match c.create_cart(req).await {
+                        Ok(cart) => break cart.into_inner(),
+                        // Past the server's limit: back off as any client would.
+                        Err(e) if e.code() == Code::ResourceExhausted => {
+                            rng.refusals += 1;
+                            let wait = ctx.backoff(&mut rng, &e);
+                            tokio::time::sleep(wait).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                rng.refusals = 0;
                 ids.push(cart.id);
                 n += workers;
             }
@@ -218,7 +261,10 @@ pub(crate) async fn get_cart(
         .get_cart(ctx.req(proto::GetCartRequest { cart_id: id }))
         .await
     {
-        Ok(_) => stats.record("get-cart", started.elapsed()),
+        Ok(_) => {
+            rng.refusals = 0;
+            stats.record("get-cart", started.elapsed())
+        }
         Err(e) => ctx.failed(rng, stats, "get-cart", &e).await,
     }
 }
@@ -238,7 +284,10 @@ pub(crate) async fn add_items(
         request_id: ctx.request_id(),
     };
     match c.add_items(ctx.req(r)).await {
-        Ok(_) => stats.record("add-items", started.elapsed()),
+        Ok(_) => {
+            rng.refusals = 0;
+            stats.record("add-items", started.elapsed())
+        }
         Err(e) => ctx.failed(rng, stats, "add-items", &e).await,
     }
 }

@@ -63,6 +63,13 @@ enum Scenario {
     CallbackIsolation,
     /// The receiver answers 503 for --outage while carts are confirmed, then 200.
     CallbackOutage,
+    /// A TCP proxy to Postgres (--proxy-listen -> --proxy-upstream) that
+    /// stops forwarding on SIGUSR1 and forwards again on SIGUSR2; runs until killed.
+    PgProxy,
+    /// AddItems with --deadline while the --proxy-pid proxy stalls Postgres
+    /// for --duration (after --warmup, before --after): call durations,
+    /// outcomes and pool use per phase.
+    Deadlines,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -85,10 +92,14 @@ struct Args {
     /// Deadline sent with every request (`grpc-timeout`); unset = none.
     #[arg(long, value_parser = humantime::parse_duration)]
     deadline: Option<Duration>,
-    /// Pause after a RESOURCE_EXHAUSTED answer (jittered 0.5x..1.5x), as a
-    /// client that retries with backoff would.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    /// First pause after a RESOURCE_EXHAUSTED answer that carries no
+    /// RetryInfo (the server's RetryInfo delay wins); x1.6 per refusal in a
+    /// row, jittered +-20%, as gRPC clients retry (gRFC A6).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     overload_backoff: Duration,
+    /// Longest pause after refusals in a row.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    overload_backoff_max: Duration,
     /// Tenant B's API key (fairness, callback-isolation).
     #[arg(long, env = "CART_BENCH_API_KEY_B", hide_env_values = true)]
     api_key_b: Option<String>,
@@ -175,6 +186,18 @@ struct Args {
     /// How long the receiver answers 503 (callback-outage).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     outage: Duration,
+    /// pg-proxy: address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    proxy_listen: String,
+    /// pg-proxy: the Postgres address to forward to.
+    #[arg(long, default_value = "127.0.0.1:5432")]
+    proxy_upstream: String,
+    /// deadlines: the pg-proxy process to stall and resume.
+    #[arg(long)]
+    proxy_pid: Option<u32>,
+    /// deadlines: measured time after the store is back.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    after: Duration,
     /// Also write the JSON result to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -191,6 +214,7 @@ mod receiver;
 mod soak;
 mod soak_load;
 mod soak_watch;
+mod stall;
 mod stats;
 mod watch;
 
@@ -202,6 +226,10 @@ type Client = CartServiceClient<Channel>;
 
 /// Operations done during warm-ups (for CPU time per operation).
 static WARMUP_OPS: AtomicU64 = AtomicU64::new(0);
+/// Calls answered, whatever the outcome, warm-up included (CPU per call).
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// Calls refused with RESOURCE_EXHAUSTED, warm-up included.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// Polls the health service until it answers SERVING; prints the time taken.
 async fn ready(args: &Args) -> anyhow::Result<serde_json::Value> {
@@ -251,6 +279,8 @@ async fn main() -> anyhow::Result<()> {
     let load_before = loadavg();
     let result = if args.scenario == Scenario::Ready {
         ready(&args).await?
+    } else if args.scenario == Scenario::PgProxy {
+        stall::pg_proxy(&args).await?
     } else {
         let auth = match &args.api_key {
             Some(k) => Some(
@@ -293,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::WatchLatency => watch_latency(ctx.clone()).await?,
             Scenario::Watchers => watchers(ctx.clone()).await?,
             Scenario::Fairness => fairness(ctx.clone()).await?,
+            Scenario::Deadlines => stall::deadlines(ctx.clone()).await?,
             Scenario::Churn => churn::churn(ctx.clone()).await?,
             Scenario::Soak => soak::soak(ctx.clone()).await?,
             Scenario::Callbacks => callbacks::callbacks(ctx.clone()).await?,
@@ -329,7 +360,11 @@ async fn main() -> anyhow::Result<()> {
                 let per_op = |a: Option<u64>, b: Option<u64>| {
                     Some((b? - a?) as f64 * 10_000.0 / ops.max(1) as f64)
                 };
-                let server_us = per_op(cpu0, cpu_ticks(args.server_pid));
+                // Without --server-pid, cpu_ticks reads this process: no server figure then.
+                let server_us = match args.server_pid {
+                    Some(_) => per_op(cpu0, cpu_ticks(args.server_pid)),
+                    None => None,
+                };
                 let bench_us = per_op(self0, cpu_ticks(None));
                 if let Some(us) = server_us {
                     println!(
@@ -339,6 +374,26 @@ async fn main() -> anyhow::Result<()> {
                 }
                 out["server_cpu_us_per_op"] = serde_json::json!(server_us);
                 out["bench_cpu_us_per_op"] = serde_json::json!(bench_us);
+                // Refused calls are calls too: the server's CPU per answer of any
+                // kind, with the counts to split it (warm-up included in both).
+                let (calls, refused) = (
+                    CALLS.load(Ordering::Relaxed),
+                    REFUSED.load(Ordering::Relaxed),
+                );
+                if let (Some(_), Some(a), Some(b)) =
+                    (args.server_pid, cpu0, cpu_ticks(args.server_pid))
+                {
+                    let cpu_s = (b - a) as f64 / 100.0;
+                    println!(
+                        "  server CPU {:.2} s for {calls} calls ({:.0} us/call), {refused} refused, {ops} OK",
+                        cpu_s,
+                        cpu_s * 1e6 / calls.max(1) as f64
+                    );
+                    out["server_cpu_s"] = serde_json::json!(cpu_s);
+                }
+                out["calls_all"] = serde_json::json!(calls);
+                out["calls_refused"] = serde_json::json!(refused);
+                out["calls_ok"] = serde_json::json!(ops);
                 out
             }
         };

@@ -16,10 +16,12 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub(crate) fn record(&mut self, op: &'static str, d: Duration) {
+        CALLS.fetch_add(1, Ordering::Relaxed);
         let us = (d.as_micros() as u64).clamp(1, 60_000_000);
         self.ops.entry(op).or_insert_with(histogram).record(us).ok();
     }
     pub(crate) fn error(&mut self, op: &str, code: Code) {
+        CALLS.fetch_add(1, Ordering::Relaxed);
         *self.errors.entry(format!("{op}:{code:?}")).or_default() += 1;
     }
     pub(crate) fn merge(&mut self, other: Stats) {
