@@ -20,7 +20,7 @@
 # (64), OVER_CLIENTS (640), DEADLINE (200ms), RATE_B (200), DURATION (10),
 # CARTS (1000), PORT (30181; PORT+1..PORT+4 are used too), OUT
 # (target/bench/overload.jsonl), SERVER_ENV (extra env for the servers),
-# SERVER_BIN (target/release/cart-service), STALL (5s), STALL_CLIENTS (64),
+# SERVER_BIN (target/release/cart-service), STALL (5s), STALL_CLIENTS (8),
 # STALL_DEADLINE (100ms), DB (cart_bench_overload), NO_BUILD (set: skip the
 # cargo build), OVER_ARGS (extra cart-bench arguments of the overload step,
 # e.g. "--overload-backoff-max 1ms": retry at once, to measure refusals), LABEL.
@@ -38,7 +38,7 @@ CARTS=${CARTS:-1000}
 PORT=${PORT:-30181}
 OUT=${OUT:-target/bench/overload.jsonl}
 STALL=${STALL:-5s}
-STALL_CLIENTS=${STALL_CLIENTS:-64}
+STALL_CLIENTS=${STALL_CLIENTS:-8}
 STALL_DEADLINE=${STALL_DEADLINE:-100ms}
 DB=${DB:-cart_bench_overload}
 mkdir -p "$(dirname "$OUT")" target/bench

@@ -40,14 +40,14 @@ pub struct Config {
 
     /// Calls this replica works on at once; past it calls fail at once with
     /// RESOURCE_EXHAUSTED (OVERLOADED). 0 adapts it to the measured latency
-    /// (see --admission-target-latency) between the Postgres pool size and 4 x
-    /// the pool (8 and 64 x cores on the in-memory store); see BENCHMARKS.md.
+    /// (see --admission-target-latency) between 4 and 4 x the Postgres pool
+    /// (64 x cores on the in-memory store); see BENCHMARKS.md.
     #[arg(long, env = "CART_MAX_IN_FLIGHT", default_value_t = 0)]
     pub max_in_flight: usize,
 
     /// The adaptive in-flight limit: when admitted calls take longer than this
-    /// on average, the limit becomes throughput x this.
-    #[arg(long, env = "CART_ADMISSION_TARGET_LATENCY", default_value = "50ms", value_parser = humantime::parse_duration)]
+    /// on average while near the limit, the limit becomes throughput x this.
+    #[arg(long, env = "CART_ADMISSION_TARGET_LATENCY", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub admission_target_latency: Duration,
 
     /// Watch streams per tenant per replica; past it RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS).

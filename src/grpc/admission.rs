@@ -7,12 +7,14 @@
 //! connection, a row lock, the CPU) once the replica is past its knee, and
 //! then in-flight only adds latency (Little's law: latency = in flight /
 //! throughput). Every [`WINDOW`] the mean time admitted calls took is
-//! compared with a target (`CART_ADMISSION_TARGET_LATENCY`, 50 ms): above
-//! it, the limit becomes throughput x target (the in-flight count at which
-//! the calls would take the target); at or below it, the limit grows by a
-//! tenth, up to `max`. A window with calls in flight and none finished
-//! halves it. It never goes below `min` (the pool's worth of calls), so a
-//! burst on an idle replica is admitted, and never above `max`.
+//! compared with a target (`CART_ADMISSION_TARGET_LATENCY`, 25 ms): above
+//! it, while the window ran near its limit (at least half of it in flight
+//! at once: a queue, not a few slow calls), the limit becomes throughput x
+//! target (the in-flight count at which calls would take the target); at
+//! or below it, the limit grows by a tenth. A window near its limit with
+//! calls in flight and none finished (a stalled store) halves it. It starts
+//! at `max` (a burst on an idle replica is admitted) and stays between
+//! `min` and `max`.
 //!
 //! Fairness: while several tenants have calls in flight, a tenant below
 //! its fair share (`limit / active tenants`) may go past `limit` by up to
@@ -75,6 +77,8 @@ struct State {
     window_start: Instant,
     done: u32,
     busy: Duration,
+    /// The most calls in flight at once in the window.
+    peak: usize,
 }
 
 impl Admission {
@@ -108,6 +112,7 @@ impl Admission {
                 window_start: Instant::now(),
                 done: 0,
                 busy: Duration::ZERO,
+                peak: 0,
             }),
         })
     }
@@ -139,6 +144,7 @@ impl Admission {
             return None;
         }
         st.in_flight += 1;
+        st.peak = st.peak.max(st.in_flight);
         *st.tenants.entry(tenant.to_string()).or_insert(0) += 1;
         Some(Permit {
             admission: self.clone(),
@@ -171,35 +177,54 @@ impl Admission {
         if elapsed < WINDOW {
             return;
         }
-        st.limit =
-            next_limit(st.limit, st.done, st.busy, st.in_flight, elapsed, target).clamp(min, max);
+        let window = Window {
+            done: st.done,
+            busy: st.busy,
+            peak: st.peak.max(st.in_flight),
+            in_flight: st.in_flight,
+            elapsed,
+        };
+        st.limit = next_limit(st.limit, &window, target).clamp(min, max);
         st.window_start = now;
         st.done = 0;
         st.busy = Duration::ZERO;
+        st.peak = st.in_flight;
     }
 }
 
-/// The limit after a window of `elapsed` in which `done` calls finished,
-/// taking `busy` in all, with `in_flight` still under way at its end.
-fn next_limit(
-    limit: usize,
+/// What one window saw.
+struct Window {
+    /// Calls finished in it, and the time they took in all.
     done: u32,
     busy: Duration,
+    /// The most calls in flight at once, and how many at its end.
+    peak: usize,
     in_flight: usize,
     elapsed: Duration,
-    target: Duration,
-) -> usize {
-    if done == 0 {
-        // Nothing finished: idle (keep), or stuck (halve).
-        return if in_flight > 0 { limit / 2 } else { limit };
+}
+
+/// The limit after window `w`. It only comes down on evidence of queueing:
+/// calls slower than `target` while the window ran near its limit (a few
+/// slow calls on a quiet replica are slow calls, not a queue).
+fn next_limit(limit: usize, w: &Window, target: Duration) -> usize {
+    let near_limit = 2 * w.peak >= limit;
+    if w.done == 0 {
+        // Nothing finished: stuck (halve), or idle (keep).
+        return if near_limit && w.in_flight > 0 {
+            limit / 2
+        } else {
+            limit
+        };
     }
-    let mean = busy / done;
-    if mean > target {
+    let mean = w.busy / w.done;
+    if mean <= target {
+        limit + (limit / 10).max(1)
+    } else if near_limit {
         // Little's law: at this throughput, calls take `target` with this many in flight.
-        let throughput = f64::from(done) / elapsed.as_secs_f64();
+        let throughput = f64::from(w.done) / w.elapsed.as_secs_f64();
         (throughput * target.as_secs_f64()).ceil() as usize
     } else {
-        limit + (limit / 10).max(1)
+        limit
     }
 }
 
@@ -392,15 +417,24 @@ mod tests {
     #[test]
     fn the_limit_follows_latency() {
         let ms = Duration::from_millis;
-        let target = ms(50);
-        // 350 calls/s taking 180 ms each (64 in flight, queued): 350 x 50 ms.
-        assert_eq!(next_limit(64, 35, ms(180) * 35, 64, ms(100), target), 18);
-        // Under the target: grows by a tenth.
-        assert_eq!(next_limit(18, 35, ms(20) * 35, 10, ms(100), target), 19);
-        assert_eq!(next_limit(4, 35, ms(20) * 35, 4, ms(100), target), 5);
+        let target = ms(25);
+        let w = |done: u32, each: u64, peak: usize, in_flight: usize| Window {
+            done,
+            busy: ms(each) * done,
+            peak,
+            in_flight,
+            elapsed: ms(100),
+        };
+        // 350 calls/s taking 180 ms each (64 in flight, queued): 350 x 25 ms.
+        assert_eq!(next_limit(64, &w(35, 180, 64, 64), target), 9);
+        // Under the target: grows by a tenth (at least one).
+        assert_eq!(next_limit(18, &w(35, 20, 10, 10), target), 19);
+        assert_eq!(next_limit(4, &w(35, 20, 4, 4), target), 5);
+        // Slow calls far below the limit are no queue: kept.
+        assert_eq!(next_limit(64, &w(1, 300, 1, 0), target), 64);
         // Stuck (nothing finished, calls in flight): halves; idle: keeps.
-        assert_eq!(next_limit(64, 0, ms(0), 64, ms(100), target), 32);
-        assert_eq!(next_limit(64, 0, ms(0), 0, ms(100), target), 64);
+        assert_eq!(next_limit(64, &w(0, 0, 64, 64), target), 32);
+        assert_eq!(next_limit(64, &w(0, 0, 0, 0), target), 64);
     }
 
     #[test]

@@ -71,6 +71,14 @@ impl Ctx {
             c => c,
         };
         stats.error(op, code);
+        // Codes no scenario expects: show what they were (a few).
+        if matches!(
+            code,
+            Code::Unknown | Code::Cancelled | Code::Internal | Code::Unavailable
+        ) && ODD_SHOWN.fetch_add(1, Ordering::Relaxed) < 5
+        {
+            eprintln!("  {op}: {code:?}: {e:?}");
+        }
         if code == Code::ResourceExhausted {
             REFUSED.fetch_add(1, Ordering::Relaxed);
             rng.refusals += 1;
@@ -147,6 +155,9 @@ pub(crate) fn new_cart_request(
         ..Default::default()
     }
 }
+
+/// Unexpected failures printed so far.
+static ODD_SHOWN: AtomicU64 = AtomicU64::new(0);
 
 /// The deadline of the calls that set a run up (seeding, listing carts).
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
