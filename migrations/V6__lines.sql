@@ -63,6 +63,14 @@ ALTER TABLE carts SET (fillfactor = 80);
 DROP INDEX carts_expires_idx;
 CREATE INDEX carts_expires_bucket_idx ON carts (expires_bucket) WHERE expires_bucket IS NOT NULL;
 
+-- `final_at`: when the cart reached a final status (it never changes after),
+-- for retention. Indexed instead of `updated_at`, which changes with every
+-- version and would keep the row from being updated in place.
+ALTER TABLE carts ADD COLUMN final_at timestamptz;
+UPDATE carts SET final_at = updated_at WHERE status IN ('CONFIRMED', 'CANCELLED', 'EXPIRED', 'MERGED');
+DROP INDEX carts_final_updated_idx;
+CREATE INDEX carts_final_at_idx ON carts (final_at) WHERE final_at IS NOT NULL;
+
 -- ListCarts by status, newest first: one index range per status asked for.
 CREATE INDEX carts_tenant_status_created_idx ON carts (tenant, status, created_at DESC, id DESC);
 

@@ -32,7 +32,7 @@ use crate::{
         memory::MemoryStore,
         postgres::{PgOptions, PgStore},
     },
-    usecase::Carts,
+    usecase::{Carts, Housekeeping, Keep},
 };
 
 /// How often the health service asks the store whether it can serve.
@@ -48,6 +48,7 @@ pub struct Application {
     stop: oneshot::Sender<()>,
     store: Arc<dyn Store>,
     carts: Carts,
+    housekeeping: Housekeeping,
     pool: Option<PoolProbe>,
     metrics: Metrics,
     metrics_addr: SocketAddr,
@@ -58,11 +59,21 @@ pub struct Application {
     closing: watch::Sender<bool>,
 }
 
+fn delta(d: Duration) -> anyhow::Result<chrono::TimeDelta> {
+    chrono::TimeDelta::from_std(d).context("duration out of range")
+}
+
 fn policy(config: &Config) -> anyhow::Result<Policy> {
-    let delta = |d: Duration| chrono::TimeDelta::from_std(d).context("duration out of range");
     Ok(Policy {
         ttl: delta(config.ttl)?,
         checkout_timeout: delta(config.checkout_timeout)?,
+    })
+}
+
+fn keep(config: &Config) -> anyhow::Result<Keep> {
+    Ok(Keep {
+        events: delta(config.event_retention).context("CART_EVENT_RETENTION")?,
+        carts: delta(config.retention).context("CART_RETENTION")?,
     })
 }
 
@@ -96,6 +107,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (store, pool) = build_store(&config).await?;
         let carts = Carts::new(store.clone(), policy(&config)?);
+        let housekeeping = Housekeeping::new(store.clone(), store.clone(), keep(&config)?);
         let metrics = Metrics::new();
         let auth = authenticator(&config, &metrics)?;
         let listener = TcpListener::bind(config.listen_addr)
@@ -120,6 +132,7 @@ impl Application {
         let mut tasks = vec![tokio::spawn(report_health(store.clone(), reporter, first))];
         tasks.push(tokio::spawn(crate::expiry::sweep_forever(
             carts.clone(),
+            housekeeping.clone(),
             config.sweep_interval,
             metrics.clone(),
         )));
@@ -214,6 +227,7 @@ impl Application {
             stop,
             store,
             carts,
+            housekeeping,
             pool,
             metrics,
             metrics_addr,
@@ -245,6 +259,11 @@ impl Application {
     /// The cart use cases this server runs.
     pub fn carts(&self) -> Carts {
         self.carts.clone()
+    }
+
+    /// The retention use case this server's sweeper runs.
+    pub fn housekeeping(&self) -> Housekeeping {
+        self.housekeeping.clone()
     }
 
     /// The handle to record into (watch streams, callbacks, expiry sweeps).

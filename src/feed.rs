@@ -23,12 +23,14 @@
 //!   out of order: a reader that advanced a cursor past a visible event
 //!   could skip a smaller one committed later. The head closes that hole:
 //!   the publisher reads the sequence's last value, then the transaction
-//!   ids running in this database (`pg_stat_activity.backend_xid`); once
-//!   none of those is still running, no sequence at or below the value can
-//!   appear any more, so the value is final (see `Watermark` in
-//!   `store::postgres::feed`; writers take their xid before their sequence,
+//!   ids of the event writers running (sessions holding a write lock on
+//!   the event log, with an xid); once none of those is still running, no
+//!   sequence at or below the value can appear any more, so the value is
+//!   final (see `Watermark` in `store::postgres::feed`; writers take the
+//!   lock when their statement starts and their xid before their sequence,
 //!   since the event insert of every write statement depends on the cart
-//!   row written first).
+//!   row written first). A transaction that writes no event is never
+//!   waited for, however long it stays open.
 //! - Each watcher subscribes to the feed *before* it catches up from the
 //!   log, then follows the broadcast, skipping what it has already sent. A
 //!   watcher that falls behind the bounded broadcast (lagged) catches up

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::{
@@ -64,7 +63,7 @@ async fn deliver(worker: Arc<CallbackWorker>) {
     loop {
         if more && gates.free() > 0 {
             let now = Instant::now();
-            let lease_until = Utc::now() + worker.timeout + LEASE_MARGIN;
+            let lease_until = crate::domain::now() + worker.timeout + LEASE_MARGIN;
             let claim = gates.claim(&breakers, lease_until, now);
             polled = now;
             match worker.outbox.claim_callbacks(&claim).await {
@@ -167,7 +166,7 @@ async fn sample_backlog(worker: Arc<CallbackWorker>) {
             Ok(b) => {
                 let age = b
                     .oldest_due
-                    .and_then(|at| (Utc::now() - at).to_std().ok())
+                    .and_then(|at| (crate::domain::now() - at).to_std().ok())
                     .unwrap_or_default();
                 worker.metrics.callback_backlog(b.pending, b.due, age);
             }

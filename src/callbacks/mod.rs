@@ -21,7 +21,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::Utc;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
@@ -134,7 +133,7 @@ impl CallbackWorker {
         }
         let retry_at = match outcome {
             Outcome::Retry { at, .. } => {
-                Some(Instant::now() + (at - Utc::now()).to_std().unwrap_or_default())
+                Some(Instant::now() + (at - crate::domain::now()).to_std().unwrap_or_default())
             }
             _ => None,
         };
@@ -160,14 +159,14 @@ impl CallbackWorker {
         };
         // Up to 10% later, so retries from many carts do not arrive together.
         let jitter = pause.mul_f64(rand::random::<f64>() * 0.1);
-        let at = Utc::now() + *pause + jitter;
+        let at = crate::domain::now() + *pause + jitter;
         Outcome::Retry { at, status, error }
     }
 
     /// POSTs one callback; answers the HTTP status, or why there is none.
     async fn post(&self, d: &Delivery) -> Result<u16, String> {
         let id = d.id.to_string();
-        let timestamp = Utc::now().timestamp();
+        let timestamp = crate::domain::now().timestamp();
         let mut req = hyper::Request::post(&d.url)
             .header("content-type", "application/json")
             .header(

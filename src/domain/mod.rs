@@ -25,12 +25,9 @@ pub use merge::{MergeOutcome, MergeStrategy, merge};
 pub use money::{Amount, Currency};
 pub use status::{CartStatus, ConfirmationType, EventType};
 
-/// The time of a change, at microsecond precision as timestamptz keeps it,
-/// so that stored documents, columns and page cursors agree exactly.
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    let t = chrono::Utc::now();
-    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
+pub mod clock;
+
+pub use clock::now;
 
 /// The owner of a set of carts, taken from the caller's credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

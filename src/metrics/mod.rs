@@ -47,6 +47,43 @@ impl EncodeLabelValue for CallbackOutcome {
     }
 }
 
+/// What a retention sweep deleted.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Deleted {
+    /// Events past `CART_EVENT_RETENTION`.
+    Events,
+    /// Final carts past `CART_RETENTION` (with their events, keys, deliveries).
+    Carts,
+    /// Callback deliveries finished for `CART_EVENT_RETENTION`.
+    Deliveries,
+    /// Idempotency keys past their window.
+    Keys,
+}
+
+impl Deleted {
+    pub const ALL: [Deleted; 4] = [Self::Events, Self::Carts, Self::Deliveries, Self::Keys];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::Carts => "carts",
+            Self::Deliveries => "deliveries",
+            Self::Keys => "keys",
+        }
+    }
+}
+
+impl EncodeLabelValue for Deleted {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeletedLabels {
+    kind: Deleted,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     /// `package.Service/Method`, or `unknown` for paths nobody serves.
@@ -116,6 +153,7 @@ struct Inner {
     callback_circuits_open: Gauge,
     expiry_sweeps: Counter,
     carts_expired: Counter,
+    retention_deleted: Family<DeletedLabels, Counter>,
     authentications: Family<AuthLabels, Counter>,
     key_reloads: Family<AuthLabels, Counter>,
     shed: Family<ShedLabels, Counter>,
@@ -231,6 +269,16 @@ impl Metrics {
             "Carts expired by sweeps",
             carts_expired.clone(),
         );
+        let retention_deleted = Family::<DeletedLabels, Counter>::default();
+        registry.register(
+            "retention_deleted",
+            "Rows deleted by retention sweeps, by kind (events, carts, deliveries, keys)",
+            retention_deleted.clone(),
+        );
+        // Every kind shows from the start, so rates work before the first deletion.
+        for kind in Deleted::ALL {
+            drop(retention_deleted.get_or_create(&DeletedLabels { kind }));
+        }
         let authentications = Family::<AuthLabels, Counter>::default();
         registry.register(
             "authentications",
@@ -270,6 +318,7 @@ impl Metrics {
                 callback_circuits_open,
                 expiry_sweeps,
                 carts_expired,
+                retention_deleted,
                 authentications,
                 key_reloads,
                 shed,
@@ -373,6 +422,14 @@ impl Metrics {
         self.inner.carts_expired.inc_by(expired_count);
     }
 
+    /// A retention sweep deleted `count` rows of `kind`.
+    pub fn retention_deleted(&self, kind: Deleted, count: u64) {
+        self.inner
+            .retention_deleted
+            .get_or_create(&DeletedLabels { kind })
+            .inc_by(count);
+    }
+
     /// The OpenMetrics text of every metric; pool and watch gauges sampled
     /// from `pool` and `watched_carts`, the task count from the runtime.
     pub fn render(&self, pool: Option<PoolUse>, watched_carts: usize) -> String {
@@ -407,6 +464,7 @@ mod tests {
             Duration::from_millis(3),
         );
         m.expiry_sweep(4);
+        m.retention_deleted(Deleted::Events, 7);
         m.callback_tenants(["shop"]);
         m.callback_delivery("shop", CallbackOutcome::Failed);
         let text = m.render(None, 0);
@@ -420,6 +478,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cart_carts_expired_total 4"), "{text}");
+        assert!(
+            text.contains(r#"cart_retention_deleted_total{kind="events"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cart_retention_deleted_total{kind="keys"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"cart_callback_deliveries_total{outcome="failed",tenant="shop"} 1"#),
             "{text}"

@@ -21,6 +21,6 @@ pub use repository::{
 pub use retention::Retention;
 
 /// Every port one store adapter provides, for wiring it once.
-pub trait Store: CartRepository + EventLog + Outbox {}
+pub trait Store: CartRepository + EventLog + Outbox + Retention {}
 
-impl<T: CartRepository + EventLog + Outbox> Store for T {}
+impl<T: CartRepository + EventLog + Outbox + Retention> Store for T {}

@@ -15,6 +15,12 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::CartError;
 
+/// How many events one `purge_events` call may look at per row it may
+/// delete: kept (current) events cost nothing, so without this bound a
+/// call over many idle carts would answer 0 after looking at `limit`
+/// events, and the caller would stop while old events remain behind them.
+pub const EVENTS_EXAMINED_PER_ROW: usize = 4;
+
 #[async_trait]
 pub trait Retention: Send + Sync + 'static {
     /// Deletes the oldest events in sequence order, stopping before the
@@ -24,6 +30,12 @@ pub trait Retention: Send + Sync + 'static {
     /// how the cart stands; WatchCart starts from it), so a cart's oldest
     /// held version is never past its current one. What a store keeps
     /// only to rebuild older versions goes with their events.
+    ///
+    /// A cart's event kept that way and since superseded goes when the
+    /// sweep passes the cart's next event, and counts toward `limit`. A
+    /// call looks at most [`EVENTS_EXAMINED_PER_ROW`] x `limit` events, so
+    /// a stretch of kept events neither stops the sweep at once nor makes
+    /// one call unbounded.
     async fn purge_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, CartError>;
 
     /// Deletes carts in a final status whose last change is at or before

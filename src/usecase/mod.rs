@@ -10,12 +10,16 @@
 //! locked, so a contended cart is serialised rather than retried without end.
 
 mod attempts;
+pub mod housekeeping;
 mod merge;
 
 use std::sync::Arc;
 
 use self::attempts::{ApplyCommand, Attempt, Create, Expire};
-pub use self::merge::MergeRequest;
+pub use self::{
+    housekeeping::{Housekeeping, Keep, Swept},
+    merge::MergeRequest,
+};
 use crate::{
     domain::{
         Cart, CartError, CartId, Command, IdempotencyKey, NewCart, Policy, TenantId,
@@ -105,14 +109,6 @@ impl Carts {
             limit,
         };
         self.attempts(None, Isolation::Locked, &expire).await
-    }
-
-    /// Forgets up to `limit` idempotency keys past their window, so they
-    /// do not pile up. Answers how many.
-    pub async fn forget_old_keys(&self, limit: usize) -> Result<usize, CartError> {
-        self.repo
-            .forget_keys_before(now() - IDEMPOTENCY_WINDOW, limit)
-            .await
     }
 
     /// Runs `body` in a unit of work until it commits, fails for good or

@@ -9,7 +9,7 @@ use cart_service::{
     config::Config,
     ports::Store,
     proto::{self, cart_service_client::CartServiceClient},
-    usecase::Carts,
+    usecase::Housekeeping,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -97,7 +97,8 @@ pub struct TestApp {
     channel: Channel,
     pub client: Client,
     pub store: Arc<dyn Store>,
-    pub carts: Carts,
+    /// The retention use case the server's sweeper runs.
+    pub housekeeping: Housekeeping,
     /// The connection pool's use, read when called (None on memory).
     pub pool: Option<cart_service::metrics::http::PoolProbe>,
     stop: Option<oneshot::Sender<()>>,
@@ -164,7 +165,7 @@ pub async fn serve(config: Config) -> TestApp {
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
     let store = app.store();
-    let carts = app.carts();
+    let housekeeping = app.housekeeping();
     let pool = app.pool_probe();
     let metrics_addr = ([127, 0, 0, 1], app.metrics_port()).into();
     let metrics = app.metrics();
@@ -182,7 +183,7 @@ pub async fn serve(config: Config) -> TestApp {
         channel,
         client,
         store,
-        carts,
+        housekeeping,
         pool,
         stop: Some(stop),
         running: Some(running),

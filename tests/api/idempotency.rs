@@ -148,7 +148,7 @@ async fn keys_past_the_window_are_forgotten() {
     };
     c.add_items(add(1)).await.unwrap();
     assert_eq!(
-        app.carts.forget_old_keys(100).await.unwrap(),
+        app.housekeeping.forget_old_keys(100).await.unwrap(),
         0,
         "a fresh key stays"
     );
@@ -163,7 +163,7 @@ async fn keys_past_the_window_are_forgotten() {
     )
     .await
     .unwrap();
-    assert_eq!(app.carts.forget_old_keys(100).await.unwrap(), 1);
+    assert_eq!(app.housekeeping.forget_old_keys(100).await.unwrap(), 1);
     let again = c.add_items(add(2)).await.unwrap().into_inner();
     assert_eq!(again.items[0].quantity, 3, "the key named a new request");
 }

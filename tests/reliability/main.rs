@@ -23,6 +23,7 @@ mod callbacks;
 #[allow(dead_code)] // shared with tests/api, which uses all of it
 #[path = "../api/receiver.rs"]
 mod receiver;
+mod watchers;
 
 fn admin_url() -> String {
     std::env::var("RELIABILITY_DATABASE_URL")

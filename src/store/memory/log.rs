@@ -21,14 +21,11 @@ impl EventLog for MemoryStore {
         after: i64,
         limit: usize,
     ) -> Result<Vec<CartEvent>, CartError> {
-        let st = self.state.lock().await;
-        let from = usize::try_from(after).unwrap_or(0).min(st.events.len());
-        Ok(st.events[from..]
-            .iter()
-            .filter(|e| &e.tenant == tenant)
-            .take(limit)
-            .map(|e| CartEvent::clone(e))
-            .collect())
+        self.state
+            .lock()
+            .await
+            .events
+            .of_tenant(tenant, after, limit)
     }
 
     async fn cart_events(
@@ -38,14 +35,11 @@ impl EventLog for MemoryStore {
         after_version: i64,
         limit: usize,
     ) -> Result<Vec<CartEvent>, CartError> {
-        let st = self.state.lock().await;
-        Ok(st
+        self.state
+            .lock()
+            .await
             .events
-            .iter()
-            .filter(|e| &e.tenant == tenant && e.cart.id == cart && e.version() > after_version)
-            .take(limit)
-            .map(|e| CartEvent::clone(e))
-            .collect())
+            .of_cart(tenant, cart, after_version, limit)
     }
 
     async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
@@ -57,10 +51,7 @@ impl EventLog for MemoryStore {
             .cart
             .version;
         st.events
-            .iter()
-            .rev()
-            .find(|e| &e.tenant == tenant && e.cart.id == cart && e.version() == version)
-            .map(|e| CartEvent::clone(e))
+            .version(tenant, cart, version)
             .ok_or_else(|| CartError::internal("a cart without its event"))
     }
 

@@ -4,8 +4,10 @@
 //! isolated and serialised; `Locked` units keep their writes aside until
 //! `commit`, as a transaction would. Nothing survives a restart.
 
+mod events;
 mod log;
 mod outbox;
+mod retention;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -35,8 +37,7 @@ struct State {
     carts: HashMap<(TenantId, CartId), StoredCart>,
     references: HashMap<(TenantId, String), CartId>,
     keys: HashMap<(TenantId, String), Remembered>,
-    /// The event log; an event's sequence is its index + 1.
-    events: Vec<Arc<CartEvent>>,
+    events: events::Events,
     outbox: outbox::Outbox,
 }
 
@@ -113,15 +114,14 @@ impl State {
         at: DateTime<Utc>,
     ) {
         let previous = (change.event != EventType::Created).then_some(change.previous_status);
-        let event = Arc::new(CartEvent {
-            sequence: self.events.len() as i64 + 1,
+        let event = self.events.append(|sequence| CartEvent {
+            sequence,
             tenant: tenant.clone(),
             event_type: change.event,
             previous_status: previous,
             occurred_at: at,
             cart: cart.clone(),
         });
-        self.events.push(event.clone());
         feed.advance(event.sequence);
         feed.publish(event);
     }

@@ -125,6 +125,25 @@ impl Outbox {
             .collect()
     }
 
+    /// Deletes every delivery of a cart (the cart is being deleted).
+    pub fn remove_cart(&mut self, tenant: &TenantId, cart: CartId) {
+        self.rows
+            .retain(|r| !(&r.tenant == tenant && r.cart == cart));
+    }
+
+    /// Deletes up to `limit` deliveries that finished at or before
+    /// `before`; answers how many. Rows being attempted are pending, so
+    /// they are never among them.
+    pub fn purge(&mut self, before: DateTime<Utc>, limit: usize) -> usize {
+        let mut deleted = 0;
+        self.rows.retain(|r| {
+            let done = deleted < limit && finished_at(&r.state).is_some_and(|at| at <= before);
+            deleted += usize::from(done);
+            !done
+        });
+        deleted
+    }
+
     pub fn backlog(&self, now: DateTime<Utc>) -> Backlog {
         let pending = self.rows.iter().filter(|r| r.state.state == "pending");
         let (mut b, mut oldest) = (Backlog::default(), None::<DateTime<Utc>>);
@@ -140,4 +159,12 @@ impl Outbox {
         b.oldest_due = oldest;
         b
     }
+}
+
+/// When a delivery finished: its delivery, or for one given up the due
+/// time of its last attempt (no later column records the failure; the
+/// attempt ended within a claim and a timeout of it). None while pending.
+/// As the Postgres index `callback_deliveries_finished_idx`.
+fn finished_at(d: &DeliveryState) -> Option<DateTime<Utc>> {
+    (d.state != "pending").then(|| d.delivered_at.unwrap_or(d.next_attempt_at))
 }

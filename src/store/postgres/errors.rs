@@ -23,6 +23,13 @@ pub fn classify(e: tokio_postgres::Error) -> Conflict {
         || *code == SqlState::T_R_DEADLOCK_DETECTED
     {
         Conflict::Retry
+    } else if *code == SqlState::QUERY_CANCELED {
+        // The session's statement_timeout: the store is too slow to answer.
+        Conflict::Failed(CartError::Unavailable(format!(
+            "{}: {}",
+            code.code(),
+            db.message()
+        )))
     } else if code.code().starts_with("08")
         || code.code().starts_with("57P")
         || code.code().starts_with("53")

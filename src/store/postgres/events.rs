@@ -8,7 +8,10 @@ use super::{PgStore, errors::pg, feed, rows, sql, traced};
 use crate::{
     domain::{CartError, CartEvent, CartId, TenantId},
     feed::EventFeed,
-    ports::EventLog,
+    ports::{
+        EventLog,
+        events::{check_sequence, check_version},
+    },
 };
 
 #[async_trait]
@@ -25,7 +28,9 @@ impl EventLog for PgStore {
             return Ok(Vec::new());
         }
         let params: [&(dyn ToSql + Sync); 4] = [&tenant.as_str(), &after, &head, &(limit as i64)];
-        self.events(sql::TENANT_EVENTS, &params).await
+        let found = self.rows(sql::TENANT_EVENTS, &params).await?;
+        check_sequence(after, rows::bound(&found)?.unwrap_or(0))?;
+        rows::events(&found)
     }
 
     async fn cart_events(
@@ -37,7 +42,11 @@ impl EventLog for PgStore {
     ) -> Result<Vec<CartEvent>, CartError> {
         let params: [&(dyn ToSql + Sync); 4] =
             [&tenant.as_str(), &cart, &after_version, &(limit as i64)];
-        self.events(sql::CART_EVENTS, &params).await
+        let found = self.rows(sql::CART_EVENTS, &params).await?;
+        if let Some(oldest) = rows::bound(&found)? {
+            check_version(after_version, oldest)?;
+        }
+        rows::events(&found)
     }
 
     async fn current_event(&self, tenant: &TenantId, cart: CartId) -> Result<CartEvent, CartError> {
@@ -63,13 +72,20 @@ impl PgStore {
         query: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<CartEvent>, CartError> {
+        rows::events(&self.rows(query, params).await?)
+    }
+
+    async fn rows(
+        &self,
+        query: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, CartError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(query).await.map_err(pg)?;
-        let found = client
+        client
             .query(&stmt, params)
             .instrument(traced::statement(query))
             .await
-            .map_err(pg)?;
-        rows::events(&found)
+            .map_err(pg)
     }
 }

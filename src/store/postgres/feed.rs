@@ -22,13 +22,15 @@ const MAX_ROUNDS: usize = 100;
 const PAGE: i64 = 1000;
 
 /// Finds the head: the largest sequence at or below which no event can
-/// still appear. Writers take their transaction id before their sequence,
-/// so a transaction that may hold a sequence at or below the sequence's
-/// last value was running (with its id) when that value was read, or had
-/// ended. Reading the value, then the ids running in this database, gives a
-/// candidate and the transactions it waits for; once none of them runs any
-/// more, the candidate is final. Only this database's transactions count,
-/// so a long write elsewhere on the server does not hold watchers back.
+/// still appear. Writers take a write lock on the event log and their
+/// transaction id before their sequence, so a transaction that may hold a
+/// sequence at or below the sequence's last value was running (with its id
+/// and that lock) when that value was read, or had ended. Reading the
+/// value, then the ids of the event writers running (`sql::EVENT_WRITERS`),
+/// gives a candidate and the transactions it waits for; once none of them
+/// runs any more, the candidate is final. Only transactions that write
+/// events count: one that writes anything else, or nothing, for however
+/// long, never holds watchers back.
 #[derive(Debug, Default)]
 pub(super) struct Watermark {
     /// (candidate sequence, transaction ids it waits for)
@@ -89,7 +91,7 @@ impl Observer {
         });
         Ok(Observer {
             last: client.prepare(sql::LAST_SEQUENCE).await.map_err(pg)?,
-            running: client.prepare(sql::RUNNING_XIDS).await.map_err(pg)?,
+            running: client.prepare(sql::EVENT_WRITERS).await.map_err(pg)?,
             events: client.prepare(sql::EVENTS_BETWEEN).await.map_err(pg)?,
             client,
         })
@@ -104,7 +106,7 @@ impl Observer {
 /// below it, and nothing at or below it can still appear.
 pub(super) async fn head_now(client: &Client) -> Result<i64, CartError> {
     let last = client.prepare(sql::LAST_SEQUENCE).await.map_err(pg)?;
-    let running = client.prepare(sql::RUNNING_XIDS).await.map_err(pg)?;
+    let running = client.prepare(sql::EVENT_WRITERS).await.map_err(pg)?;
     let mut mark = Watermark::default();
     for round in 0..MAX_ROUNDS * 10 {
         if round > 0 {

@@ -12,6 +12,11 @@ refinery::embed_migrations!("migrations");
 const MIGRATION_LOCK: i64 = 0x6361_7274;
 
 pub async fn run(cfg: &tokio_postgres::Config) -> Result<(), CartError> {
+    run_to(cfg, None).await
+}
+
+/// Applies the migrations up to `version` (all when None).
+pub async fn run_to(cfg: &tokio_postgres::Config, version: Option<i32>) -> Result<(), CartError> {
     let unavailable = |e: tokio_postgres::Error| CartError::Unavailable(format!("migrations: {e}"));
     let (mut client, conn) = cfg.connect(NoTls).await.map_err(unavailable)?;
     let conn = tokio::spawn(async move {
@@ -23,7 +28,11 @@ pub async fn run(cfg: &tokio_postgres::Config) -> Result<(), CartError> {
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(unavailable)?;
-    let report = migrations::runner()
+    let mut runner = migrations::runner();
+    if let Some(v) = version {
+        runner = runner.set_target(refinery::Target::Version(v));
+    }
+    let report = runner
         .run_async(&mut client)
         .await
         .map_err(|e| CartError::internal_from("migrations failed", e));

@@ -5,11 +5,13 @@
 //! log, and other replicas hear of commits from a NOTIFY sent after them.
 
 mod channel;
+mod clock;
 mod errors;
 mod events;
 mod feed;
 mod migrate;
 mod outbox;
+mod retention;
 mod rows;
 mod sql;
 mod traced;
@@ -65,7 +67,7 @@ impl PgStore {
         }
         migrate::run(&cfg).await?;
         let manager = Manager::from_config(
-            cfg.clone(),
+            bounded(&cfg),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -79,6 +81,9 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| CartError::internal_from("building the pool", e))?;
+        // Before anything is stamped: the database's clock is the service's.
+        clock::sync(&pool).await?;
+        clock::keep_synced(pool.clone());
         let feed = Arc::new(EventFeed::new());
         let committed = feed::start(cfg.clone(), feed.clone()).await;
         let outbox = outbox::Wake::start(&cfg);
@@ -88,6 +93,16 @@ impl PgStore {
             committed,
             outbox,
         })
+    }
+
+    /// Applies the embedded migrations up to `version` and no further, as
+    /// `connect` applies them all: for operators staging an upgrade, and for
+    /// the test that upgrades a database of an older schema.
+    pub async fn migrate_to(url: &str, version: i32) -> Result<(), CartError> {
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| CartError::internal_from("DATABASE_URL is not a Postgres URL", e))?;
+        migrate::run_to(&cfg, Some(version)).await
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, CartError> {
@@ -104,6 +119,23 @@ impl PgStore {
             waiting: s.waiting,
         }
     }
+}
+
+/// Bounds on what one of the service's statements or transactions may
+/// hold: an event writer delays the events after it until it ends (see
+/// `feed`), and a stuck one must not hold watchers back for long.
+const SESSION_BOUNDS: &str = "-c statement_timeout=10s -c idle_in_transaction_session_timeout=10s";
+
+/// The pool's connection settings: `cfg` with [`SESSION_BOUNDS`] after any
+/// options of its own.
+fn bounded(cfg: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut cfg = cfg.clone();
+    let options = match cfg.get_options() {
+        Some(own) => format!("{own} {SESSION_BOUNDS}"),
+        None => SESSION_BOUNDS.to_string(),
+    };
+    cfg.options(&options);
+    cfg
 }
 
 /// The tenant's carts among `ids` as they stand (those that exist).

@@ -159,6 +159,22 @@ pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
         .collect()
 }
 
+/// The kind of the row of an `events!` query's resume bound.
+const BOUND: i32 = 4;
+
+/// The resume bound an `events!` query answered (see `sql`): `Err` when it
+/// asked for none; `Ok(None)` when the bound was NULL.
+pub(super) fn bound(rows: &[Row]) -> Result<Option<i64>, CartError> {
+    for row in rows {
+        if row.try_get::<_, i32>(KIND).map_err(pg)? == BOUND {
+            return row.try_get(A).map_err(pg);
+        }
+    }
+    Err(CartError::internal(
+        "an event read without its resume bound",
+    ))
+}
+
 /// An event row before its cart is put together.
 struct Event {
     sequence: i64,
@@ -174,6 +190,9 @@ pub(super) fn events(rows: &[Row]) -> Result<Vec<CartEvent>, CartError> {
     let mut states = States::default();
     for row in rows {
         let kind: i32 = row.try_get(KIND).map_err(pg)?;
+        if kind == BOUND {
+            continue;
+        }
         let id: CartId = row.try_get(CART).map_err(pg)?;
         if states.take(kind, id, row)? {
             continue;

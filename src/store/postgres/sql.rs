@@ -135,12 +135,12 @@ SELECT count(*) FROM t"
 /// $11 previous status, $12 key (NULL: none), $13 key fingerprint, $14/$15
 /// the cart and version the key answers, $16 callback id, $17 callback URL
 /// (NULL: no callback due), $18 callback payload, $19 ended SKUs, $20..$26
-/// new lines.
+/// new lines, $27 when the cart became final (NULL while it is not).
 pub const WRITE_CART: &str = concat!(
     "
 WITH t AS (
     UPDATE carts SET version = $3, status = $4, customer_id = $5, updated_at = $6, expires_at = $7,
-                     expires_bucket = date_trunc('minute', $7::timestamptz), size = $9
+                     expires_bucket = date_trunc('minute', $7::timestamptz), size = $9, final_at = $27
     WHERE tenant = $1 AND id = $2 AND version = $3::bigint - 1
     RETURNING id, version
 ), head_ended AS (
@@ -228,8 +228,17 @@ pub const LIST_CUSTOMER_STATUS_CARTS: &str = list_carts!(
 );
 
 /// An event query: `$ev` picks events; each comes (kind 3) with the head
-/// and line states (kinds 1, 2) its cart had at its version.
+/// and line states (kinds 1, 2) its cart had at its version; `$bound`, when
+/// given, answers one more row (kind 4) with a resume bound in column a.
 macro_rules! events {
+    ($ev:literal, $bound:literal) => {
+        concat!(
+            events!($ev),
+            " UNION ALL SELECT 4, NULL, (",
+            $bound,
+            "), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+        )
+    };
     ($ev:literal) => {
         concat!(
             "WITH ev AS (SELECT sequence, tenant, cart_id, version, type, previous_status, status, \
@@ -251,13 +260,19 @@ macro_rules! events {
     };
 }
 
-/// $1 tenant, $2 after sequence, $3 head, $4 limit.
-pub const TENANT_EVENTS: &str =
-    events!("WHERE tenant = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence LIMIT $4");
+/// $1 tenant, $2 after sequence, $3 head, $4 limit; with the compaction
+/// point (kind 4), read in the same snapshot as the events.
+pub const TENANT_EVENTS: &str = events!(
+    "WHERE tenant = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence LIMIT $4",
+    "SELECT compacted_through FROM cart_events_compaction"
+);
 
-/// $1 tenant, $2 cart, $3 after version, $4 limit.
-pub const CART_EVENTS: &str =
-    events!("WHERE tenant = $1 AND cart_id = $2 AND version > $3 ORDER BY version LIMIT $4");
+/// $1 tenant, $2 cart, $3 after version, $4 limit; with the cart's oldest
+/// version held (kind 4; NULL when it has none), read in the same snapshot.
+pub const CART_EVENTS: &str = events!(
+    "WHERE tenant = $1 AND cart_id = $2 AND version > $3 ORDER BY version LIMIT $4",
+    "SELECT min(version) FROM cart_events WHERE tenant = $1 AND cart_id = $2"
+);
 
 /// $1 tenant, $2 cart.
 pub const CURRENT_EVENT: &str =
@@ -274,10 +289,21 @@ pub const EVENTS_BETWEEN: &str =
 /// The last sequence handed out (0 before the first).
 pub const LAST_SEQUENCE: &str = "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('cart_events', 'sequence')::regclass), 0)";
 
-/// The transaction ids running now in this database (other sessions).
-pub const RUNNING_XIDS: &str = "SELECT coalesce(array_agg(backend_xid::text::bigint), '{}') \
-     FROM pg_stat_activity \
-     WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+/// The transaction ids of the event writers running now: sessions of this
+/// database (other than this one) holding a write lock on `cart_events`
+/// with a transaction id. A writer takes that lock when its statement
+/// starts and its transaction id when it writes the cart row, both before
+/// it takes its sequence, and keeps both until it ends; so a transaction
+/// that may still commit a sequence at or below the one just read is among
+/// these. A transaction that writes no event (a migration, a batch job, a
+/// session left idle in a transaction) is not, and never holds watchers back.
+pub const EVENT_WRITERS: &str = "SELECT coalesce(array_agg(a.backend_xid::text::bigint), '{}') \
+     FROM pg_stat_activity a \
+     WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid() \
+       AND EXISTS (SELECT 1 FROM pg_locks l \
+                   WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' \
+                     AND l.relation = 'cart_events'::regclass \
+                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
 /// Carts past their expiry, locked, skipping those another sweeper holds
 /// (GET_CARTS then reads them). $1 now, $2 limit.
@@ -286,9 +312,116 @@ pub const DUE_CARTS: &str = "SELECT tenant, id FROM carts WHERE expires_bucket <
 
 pub const CHANNEL: &str = "cart_events";
 
-/// Deletes up to $2 idempotency keys created at or before $1.
+/// Deletes up to $2 idempotency keys created at or before $1, skipping
+/// those another replica's sweep (or a purge) is deleting.
 pub const FORGET_OLD_KEYS: &str = "DELETE FROM idempotency_keys WHERE (tenant, key) IN \
-     (SELECT tenant, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)";
+     (SELECT tenant, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// The compaction point, held until the transaction ends; no row when
+/// another replica's purge holds it (that replica sweeps meanwhile).
+pub const LOCK_COMPACTION: &str =
+    "SELECT compacted_through FROM cart_events_compaction FOR UPDATE SKIP LOCKED";
+
+/// One batch of event retention, under LOCK_COMPACTION (whose snapshot
+/// came before this statement's, so it sees what earlier batches did).
+/// $1 compaction point, $2 head (no sequence at or below it can still
+/// commit), $3 before, $4 limit (rows deleted), $5 events examined.
+/// Passes events after $1 in sequence order, stopping before the first
+/// that occurred after $3 or that would take the deletions past $4: each
+/// passed event is deleted unless it is its cart's current one (stale),
+/// and its cart's event at or below $1, kept as current by an earlier
+/// batch and superseded since, goes with it (orphaned). The compaction
+/// point moves to the last event passed. Answers the rows deleted.
+/// The memory store's `Events::purge` follows the same rule.
+pub const PURGE_EVENTS: &str = "
+WITH scan AS (
+    SELECT e.sequence, e.tenant, e.cart_id, e.version, e.occurred_at > $3 AS young,
+           c.version IS DISTINCT FROM e.version AS stale,
+           (SELECT o.sequence FROM cart_events o WHERE o.tenant = e.tenant AND o.cart_id = e.cart_id
+            ORDER BY o.version LIMIT 1) <= $1 AS orphaned
+    FROM cart_events e
+    LEFT JOIN carts c ON c.tenant = e.tenant AND c.id = e.cart_id
+    WHERE e.sequence > $1 AND e.sequence <= $2
+    ORDER BY e.sequence
+    LIMIT $5
+), costed AS (
+    SELECT *, bool_or(young) OVER w AS stop, sum(stale::int + orphaned::int) OVER w AS spent
+    FROM scan
+    WINDOW w AS (ORDER BY sequence)
+), passed AS (
+    SELECT sequence, tenant, cart_id, version, stale, orphaned FROM costed WHERE NOT stop AND spent <= $4
+), dropped AS (
+    DELETE FROM cart_events d USING passed p
+    WHERE p.stale AND d.sequence = p.sequence
+    RETURNING d.tenant, d.cart_id, d.version
+), orphans AS (
+    DELETE FROM cart_events d USING passed p
+    WHERE p.orphaned AND d.tenant = p.tenant AND d.cart_id = p.cart_id AND d.version < p.version
+      AND d.sequence <= $1
+    RETURNING d.tenant, d.cart_id, d.version
+), gone AS (
+    -- A cart's events go oldest first: once its versions up to `upto` - 1
+    -- have no event, the states only they used (ended by `upto`) go too.
+    -- Writers never touch an ended state, so nobody waits for these.
+    SELECT tenant, cart_id, max(version) + 1 AS upto
+    FROM (SELECT * FROM dropped UNION ALL SELECT * FROM orphans) x GROUP BY tenant, cart_id
+), heads AS (
+    DELETE FROM cart_heads h USING gone g
+    WHERE h.tenant = g.tenant AND h.cart_id = g.cart_id AND h.valid_to <= g.upto
+), lines AS (
+    DELETE FROM cart_lines l USING gone g
+    WHERE l.tenant = g.tenant AND l.cart_id = g.cart_id AND l.valid_to <= g.upto
+), moved AS (
+    UPDATE cart_events_compaction SET compacted_through = p.last
+    FROM (SELECT max(sequence) AS last FROM passed) p
+    WHERE p.last IS NOT NULL
+)
+SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM orphans)";
+
+/// One batch of cart retention: up to $2 carts that became final
+/// (`final_at`, set once by the change that made them final) at or before
+/// $1, with their heads, lines, events, callback deliveries and the
+/// idempotency keys that answer them. Shares the compaction row (see
+/// PURGE_EVENTS); skips carts, keys and deliveries another transaction
+/// holds. Answers the carts deleted.
+pub const PURGE_CARTS: &str = "
+WITH held AS (
+    SELECT one_row FROM cart_events_compaction FOR SHARE SKIP LOCKED
+), doomed AS (
+    SELECT tenant, id, updated_at FROM carts
+    WHERE final_at <= $1 AND EXISTS (SELECT 1 FROM held)
+    ORDER BY final_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), events AS (
+    DELETE FROM cart_events e USING doomed d WHERE e.tenant = d.tenant AND e.cart_id = d.id
+), keys AS (
+    DELETE FROM idempotency_keys WHERE (tenant, key) IN (
+        SELECT k.tenant, k.key FROM idempotency_keys k
+        JOIN doomed d ON k.tenant = d.tenant AND k.cart_id = d.id
+        FOR UPDATE OF k SKIP LOCKED)
+), heads AS (
+    DELETE FROM cart_heads h USING doomed d WHERE h.tenant = d.tenant AND h.cart_id = d.id
+), lines AS (
+    DELETE FROM cart_lines l USING doomed d WHERE l.tenant = d.tenant AND l.cart_id = d.id
+), deliveries AS (
+    DELETE FROM callback_deliveries WHERE id IN (
+        SELECT c.id FROM callback_deliveries c
+        JOIN doomed d ON c.tenant = d.tenant AND c.cart_id = d.id
+        FOR UPDATE OF c SKIP LOCKED)
+), gone AS (
+    DELETE FROM carts c USING doomed d WHERE c.tenant = d.tenant AND c.id = d.id
+    RETURNING 1
+)
+SELECT count(*) FROM gone";
+
+/// Deletes up to $2 callback deliveries delivered or given up at or before
+/// $1 (see the index `callback_deliveries_finished_idx`), skipping rows
+/// another transaction holds.
+pub const PURGE_DELIVERIES: &str = "DELETE FROM callback_deliveries WHERE id IN \
+     (SELECT id FROM callback_deliveries \
+      WHERE state IN ('delivered', 'failed') AND coalesce(delivered_at, next_attempt_at) <= $1 \
+      LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /// Claims callbacks due at $1, leased until $2, at most $3, oldest due
 /// first, looking at the $4 oldest due candidates; at most a budget per

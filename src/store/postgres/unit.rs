@@ -347,6 +347,7 @@ impl UnitOfWork for PgUnit {
                     &lines.unit_prices,
                     &lines.list_prices,
                     &lines.attributes,
+                    &cart.status.is_final().then_some(write.at),
                 ],
             )
             .instrument(traced::statement(sql::WRITE_CART))
