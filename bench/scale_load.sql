@@ -6,7 +6,7 @@
 --                is the n-th oldest); ACTIVE (version 1, expiring 30 days
 --                after creation) but every 3333rd CONFIRMED (version 3:
 --                submitted a minute after creation, confirmed a minute later,
---                no expiry); customers bench-customer-0 .. :customers - 1,
+--                no expiry, final_at then); customers bench-customer-0 .. :customers - 1,
 --                so a customer has about :n / :customers carts;
 --   cart_heads   the head at version 1 (the cart without lines, as JSON the
 --                way serde writes a domain Cart; details never change);
@@ -26,13 +26,14 @@ SELECT n, md5('scale-' || n)::uuid AS id,
 FROM generate_series(1, :n) n;
 
 INSERT INTO carts (tenant, id, version, status, customer_id, reference, created_at, updated_at,
-                   expires_at, expires_bucket, create_fingerprint, size)
+                   expires_at, expires_bucket, create_fingerprint, size, final_at)
 SELECT :'tenant', id, CASE WHEN confirmed THEN 3 ELSE 1 END, CASE WHEN confirmed THEN 'CONFIRMED' ELSE 'ACTIVE' END,
        customer_id, NULL, created_at,
        CASE WHEN confirmed THEN created_at + interval '2 minutes' ELSE created_at END,
        CASE WHEN confirmed THEN NULL ELSE created_at + interval '30 days' END,
        CASE WHEN confirmed THEN NULL ELSE date_trunc('minute', created_at + interval '30 days') END,
-       sha256(convert_to(id::text, 'UTF8')), 787
+       sha256(convert_to(id::text, 'UTF8')), 787,
+       CASE WHEN confirmed THEN created_at + interval '2 minutes' END
 FROM g ORDER BY n;
 
 INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)

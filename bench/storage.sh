@@ -20,13 +20,19 @@
 #   ratio   add-items (and get-cart, for information) on the SMALL vs the LARGE
 #           carts, alternating per round, at each CONCURRENCY: large/small.
 #   steady  Twice on a fresh database each, the same load: AddItems paced at
-#           STEADY_RATE on 1,000 seeded carts plus LIFECYCLE_RATE checkout
+#           STEADY_RATE on 1,000 seeded carts of SMALL distinct lines (each
+#           add one more unit of a line the cart has, so the carts' current
+#           lines stay as many and every add ends a line state that only
+#           retention removes) plus LIFECYCLE_RATE checkout
 #           lifecycles/s that all end final (confirmed, cancelled, or expired
 #           awaiting the customer: CART_CHECKOUT_TIMEOUT=10s), with callbacks
 #           and request ids, for STEADY_DURATION seconds. First without
 #           retention (CART_EVENT_RETENTION=7d CART_RETENTION=90d), then with
-#           RETENTION (10s) for both. Row counts every 10 s; add-items p99
-#           after the first 20 s of each run, and their ratio.
+#           RETENTION (10s) for both. Row counts every 10 s (cart_lines also
+#           as ended states: history); a table is flat when the mean of the
+#           last third of the samples after 20 s is at most 1.1x the mean of
+#           the first third. Add-items p99 after the first 20 s of each run,
+#           and their ratio.
 #
 # Environment: PGHOST/PGPORT/PGUSER (127.0.0.1/5432/postgres), CARTS (1000),
 # SMALL (3), LARGE (300), CALLS (10000), WAL_CONCURRENCY (16), CONCURRENCY
@@ -196,7 +202,9 @@ counts() {
             'cart_events', (SELECT count(*) FROM cart_events), 'carts', (SELECT count(*) FROM carts),
             'idempotency_keys', (SELECT count(*) FROM idempotency_keys),
             'callback_deliveries', (SELECT count(*) FROM callback_deliveries),
-            'cart_lines', (SELECT count(*) FROM cart_lines), 'cart_heads', (SELECT count(*) FROM cart_heads))") load $(load)"
+            'cart_lines', (SELECT count(*) FROM cart_lines),
+            'cart_lines_ended', (SELECT count(*) FROM cart_lines WHERE valid_to IS NOT NULL),
+            'cart_heads', (SELECT count(*) FROM cart_heads))") load $(load)"
     done
 }
 
@@ -206,10 +214,11 @@ steady_run() { # label event-retention cart-retention
     seeded=
     fresh_db
     start_server CART_EVENT_RETENTION="$2" CART_RETENTION="$3" CART_CHECKOUT_TIMEOUT=10s
-    bench --scenario seed --carts 1000 --concurrency 16 --label "steady seed" | sed '/^JSON/d'
+    bench --scenario seed --carts 1000 --seed-items "$SMALL" --distinct-lines --skus "$SMALL" --concurrency 16 \
+        --label "steady seed" | sed '/^JSON/d'
     q -c 'VACUUM ANALYZE'
     if [ -z "$STEADY_RATE" ]; then
-        peak=$(bench --scenario add-items --no-seed --carts 1000 --concurrency 64 --duration 10s --label "steady peak" |
+        peak=$(bench --scenario add-items --no-seed --carts 1000 --skus "$SMALL" --concurrency 64 --duration 10s --label "steady peak" |
             tee >(sed -n '/^JSON/!p' >&2) | rate_of)
         STEADY_RATE=$(python3 -c "print(round($peak / 2))")
         echo "== add-items peak ${peak}/s at 64 clients: steady runs at ${STEADY_RATE}/s"
@@ -217,7 +226,7 @@ steady_run() { # label event-retention cart-retention
     local log=target/bench/steady-$label.log
     counts | tee "$log" &
     COUNTS_PID=$!
-    bench --scenario steady --no-seed --carts 1000 --rate "$STEADY_RATE" --concurrency 16 \
+    bench --scenario steady --no-seed --carts 1000 --skus "$SMALL" --rate "$STEADY_RATE" --concurrency 16 \
         --lifecycle-rate "$LIFECYCLE_RATE" --duration "${STEADY_DURATION}s" --warmup 20s --sample-every 10s \
         --label "steady $label" | tee target/bench/steady-$label.out | sed '/^JSON/d'
     sleep 1
@@ -233,7 +242,8 @@ for line in open(sys.argv[1]):
         rows.append((t, json.loads(line.split(" ", 2)[2].rsplit(" load ", 1)[0])))
 after = [(t, c) for t, c in rows if t > 20]
 out = {"step": "steady-counts", "label": sys.argv[2], "samples": len(after), "tables": {}}
-for table in ["cart_events", "carts", "idempotency_keys", "callback_deliveries", "cart_lines", "cart_heads"]:
+for table in ["cart_events", "carts", "idempotency_keys", "callback_deliveries", "cart_lines", "cart_lines_ended",
+              "cart_heads"]:
     v = [c[table] for _, c in after]
     if len(v) < 3:
         continue

@@ -9,9 +9,10 @@
 -- and its quantity, and an approximate encoded size. The SKU, its name and
 -- price are cart-bench's (`SKU-nnnn`, "Bench item n", 1+n%50 . n*37%100).
 -- The write is WRITE_CART with the parameters of a one-line add: no head
--- ($8 NULL), no key, no callback; the SKU's current line ended ($19) when
--- the cart has it, and its new state (quantity + 1, or 1 at a new place)
--- inserted. $6 now and $7 expires are now() expressions.
+-- ($8 NULL), no key, no callback, not final ($27 NULL); the SKU's current
+-- line ended ($19) when the cart has it, and its new state (quantity + 1,
+-- or 1 at a new place) inserted. $6 now and $7 expires are now()
+-- expressions (the service sends the database's time, read at connect).
 \set n random(1, :ncarts)
 \set s random(0, :nskus - 1)
 WITH r AS (
@@ -38,7 +39,8 @@ FROM r CROSS JOIN p \aset
 WITH t AS (
     UPDATE carts SET version = :v, status = 'ACTIVE', customer_id = :cust, updated_at = now(),
                      expires_at = now() + interval '30 days',
-                     expires_bucket = date_trunc('minute', (now() + interval '30 days')::timestamptz), size = :size
+                     expires_bucket = date_trunc('minute', (now() + interval '30 days')::timestamptz), size = :size,
+                     final_at = NULL::timestamptz
     WHERE tenant = :tenant AND id = :cart_id AND version = :v::bigint - 1
     RETURNING id, version
 ), head_ended AS (
