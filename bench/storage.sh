@@ -233,7 +233,7 @@ steady_run() { # label event-retention cart-retention
     kill "$COUNTS_PID" 2>/dev/null || true
     wait "$COUNTS_PID" 2>/dev/null || true
     COUNTS_PID=
-    python3 - "$log" "$label" <<'PY' | tee -a /dev/stderr | sed -n 's/^JSONL //p' >>"$OUT"
+    summary=$(python3 - "$log" "$label" <<'PY'
 import json, sys
 rows = []
 for line in open(sys.argv[1]):
@@ -258,6 +258,9 @@ for table in ["cart_events", "carts", "idempotency_keys", "callback_deliveries",
           f"{'flat' if flat else 'GROWS'}")
 print("JSONL " + json.dumps(out))
 PY
+    )
+    echo "$summary" | sed '/^JSONL /d'
+    echo "$summary" | sed -n 's/^JSONL //p' >>"$OUT"
     sed -n 's/^JSON //p' target/bench/steady-$label.out | python3 -c 'import json,sys
 d=json.load(sys.stdin)["result"]["ops"]["add-items"]
 print(d["p99_ms"])' >target/bench/steady-$label.p99
