@@ -18,7 +18,10 @@
 #           for the first change of each page after the checkpoint; batch 2,
 #           in the same checkpoint cycle, mostly does not.
 #   ratio   add-items (and get-cart, for information) on the SMALL vs the LARGE
-#           carts, alternating per round, at each CONCURRENCY: large/small.
+#           carts, alternating per round, at each CONCURRENCY: large/small;
+#           then pgbench of the service's own SQL (bench/pgbench/add_items.sql,
+#           get_cart.sql) on the same carts, server stopped: what Postgres
+#           alone makes of the cart size.
 #   steady  Twice on a fresh database each, the same load: AddItems paced at
 #           STEADY_RATE on 1,000 seeded carts of SMALL distinct lines (each
 #           add one more unit of a line the cart has, so the carts' current
@@ -165,13 +168,24 @@ PY
     done
 }
 
+PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1)
+
+# pgbench of the service's own SQL (bench/pgbench/<script>) on one tenant's
+# carts; answers tps. The server is stopped meanwhile (max_connections).
+own_sql() { # tenant clients script
+    q -c "DROP TABLE IF EXISTS bench_ids; CREATE TABLE bench_ids (n int PRIMARY KEY, id uuid NOT NULL);
+          INSERT INTO bench_ids SELECT row_number() OVER (ORDER BY id), id FROM carts WHERE tenant = '$1'; ANALYZE bench_ids"
+    "$PGBENCH" -n -M prepared -c "$2" -j 2 -T "$DURATION" -f "bench/pgbench/$3" -D tenant="$1" -D ncarts="$CARTS" \
+        -D nskus="${LINES[$1]}" "$DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p'
+}
+
 ratio_step() {
     seed_tenants
-    [ -n "$SERVER_PID" ] || start_server CART_API_KEYS="$KEYS"
     declare -A sum=()
     for r in $(seq 1 "$ROUNDS"); do
         for c in $CONCURRENCY; do
             for s in add-items get-cart; do
+                [ -n "$SERVER_PID" ] || start_server CART_API_KEYS="$KEYS"
                 for t in small large; do
                     rate=$(bench --scenario "$s" --api-key "${KEY[$t]}" --no-seed --carts "$CARTS" --skus "${LINES[$t]}" \
                         --concurrency "$c" --duration "${DURATION}s" --label "ratio $t round $r" |
@@ -179,16 +193,24 @@ ratio_step() {
                     sum[$s.$c.$t]=$(python3 -c "print(${sum[$s.$c.$t]:-0} + $rate)")
                     declare "r_$t=$rate"
                 done
+                stop_server
+                for t in small large; do
+                    tps=$(own_sql "$t" "$c" "${s//-/_}.sql")
+                    sum[pg.$s.$c.$t]=$(python3 -c "print(${sum[pg.$s.$c.$t]:-0} + $tps)")
+                    declare "p_$t=$tps"
+                done
                 # shellcheck disable=SC2154
                 ratio=$(python3 -c "print(f'{$r_large/$r_small:.2f}')")
-                echo "RESULT ratio round $r $s c=$c: ${LARGE}-line ${r_large}/s vs ${SMALL}-line ${r_small}/s = ${ratio}x  (load $(load))"
-                json "{\"step\":\"ratio\",\"scenario\":\"$s\",\"round\":$r,\"clients\":$c,\"small\":$r_small,\"large\":$r_large,\"ratio\":$ratio,\"load\":\"$(load)\"}"
+                # shellcheck disable=SC2154
+                pg_ratio=$(python3 -c "print(f'{$p_large/$p_small:.2f}')")
+                echo "RESULT ratio round $r $s c=$c: ${LARGE}-line ${r_large}/s vs ${SMALL}-line ${r_small}/s = ${ratio}x; pgbench of its own SQL ${p_large} vs ${p_small} tps = ${pg_ratio}x  (load $(load))"
+                json "{\"step\":\"ratio\",\"scenario\":\"$s\",\"round\":$r,\"clients\":$c,\"small\":$r_small,\"large\":$r_large,\"ratio\":$ratio,\"pg_small\":$p_small,\"pg_large\":$p_large,\"pg_ratio\":$pg_ratio,\"load\":\"$(load)\"}"
             done
         done
     done
     for c in $CONCURRENCY; do
         for s in add-items get-cart; do
-            echo "RESULT ratio mean of $ROUNDS rounds $s c=$c: $(python3 -c "l,s=${sum[$s.$c.large]},${sum[$s.$c.small]}; print(f'{l/$ROUNDS:.0f}/s vs {s/$ROUNDS:.0f}/s = {l/s:.2f}x')")"
+            echo "RESULT ratio mean of $ROUNDS rounds $s c=$c: $(python3 -c "l,s=${sum[$s.$c.large]},${sum[$s.$c.small]}; pl,ps=${sum[pg.$s.$c.large]},${sum[pg.$s.$c.small]}; print(f'service {l/$ROUNDS:.0f}/s vs {s/$ROUNDS:.0f}/s = {l/s:.2f}x; own SQL {pl/$ROUNDS:.0f} vs {ps/$ROUNDS:.0f} tps = {pl/ps:.2f}x')")"
         done
     done
 }
