@@ -1,23 +1,77 @@
--- AddItems as the service runs it without a request_id: sql::GET_CART, then
--- sql::WRITE_CART (one data-modifying CTE: cart row, event row, no key),
--- two round trips in autocommit. The doc written back is the doc read with
--- its version bumped (jsonb_set, in the read: Postgres does the work the
--- service does in Rust, so this is conservative), so its size is what the
--- service writes (the carts the service grew) and the service can go on
--- using the carts afterwards. The read also returns the id and next
--- version, which the service takes from the doc. $6 now / $7 expires are
--- now() expressions.
+-- AddItems of one line as the service runs it without a request_id
+-- (src/store/postgres/sql.rs; keep it in step): sql::GET_CARTS, then
+-- sql::WRITE_CART, two round trips in autocommit.
+--
+-- The read is GET_CARTS as the service sends it (every row still comes
+-- back), with columns added that Postgres computes from those rows where
+-- the service computes them in Rust (conservative for pgbench): the next
+-- version, the customer (from the head), whether the SKU is in the cart
+-- and its quantity, and an approximate encoded size. The SKU, its name and
+-- price are cart-bench's (`SKU-nnnn`, "Bench item n", 1+n%50 . n*37%100).
+-- The write is WRITE_CART with the parameters of a one-line add: no head
+-- ($8 NULL), no key, no callback, not final ($27 NULL); the SKU's current
+-- line ended ($19) when the cart has it, and its new state (quantity + 1,
+-- or 1 at a new place) inserted. $6 now and $7 expires are now()
+-- expressions (the service sends the database's time, read at connect).
 \set n random(1, :ncarts)
-SELECT jsonb_set(doc, '{version}', to_jsonb(version + 1)) AS doc, id AS cid, version + 1 AS v FROM carts WHERE tenant = :tenant AND id = (SELECT id FROM bench_ids WHERE n = :n) \gset
-WITH upd AS (
-    UPDATE carts SET version = :v, status = 'ACTIVE', customer_id = customer_id, updated_at = now(), expires_at = now() + interval '30 days', doc = :doc
-    WHERE tenant = :tenant AND id = :cid AND version = :v::bigint - 1
-    RETURNING id
-), ev AS (
-    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, cart)
-    SELECT :tenant, id, :v, 'ITEMS_CHANGED', 'ACTIVE', 'ACTIVE', now(), :doc FROM upd
-), idem AS (
-    INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at)
-    SELECT :tenant, NULL::text, NULL::bytea, NULL::jsonb, now() FROM upd WHERE NULL::text IS NOT NULL
+\set s random(0, :nskus - 1)
+WITH r AS (
+    WITH k AS (SELECT id, 1::int8 AS kept, version, status, updated_at, expires_at FROM carts
+         WHERE tenant = :tenant AND id = ANY(ARRAY[(SELECT id FROM bench_ids WHERE n = :n)]))
+    SELECT 0 AS kind, id AS cart_id, kept AS a, version AS b, NULL::int8 AS c,
+           NULL::text AS t1, NULL::text AS t2, NULL::text AS t3, status AS t4, updated_at AS ts1,
+           expires_at AS ts2, NULL::jsonb AS j, NULL::int4 AS i, NULL::numeric AS n1, NULL::numeric AS n2 FROM k
+    UNION ALL SELECT 1, h.cart_id, h.valid_from, h.valid_to, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           h.doc, NULL, NULL, NULL FROM k k JOIN cart_heads h ON h.tenant = :tenant AND h.cart_id = k.id AND h.valid_to IS NULL
+    UNION ALL SELECT 2, l.cart_id, l.valid_from, l.valid_to, l.position, l.sku, l.name, NULL, NULL,
+           NULL, NULL, l.attributes, l.quantity, l.unit_price, l.list_price FROM k k JOIN cart_lines l ON l.tenant = :tenant AND l.cart_id = k.id AND l.valid_to IS NULL
+), p AS (
+    SELECT 'SKU-' || lpad(:s::int::text, 4, '0') AS sku
 )
-SELECT count(*) FROM upd;
+SELECT r.*, p.sku,
+       max(r.b) FILTER (WHERE r.kind = 0) OVER () + 1 AS v,
+       max(r.j ->> 'customer_id') FILTER (WHERE r.kind = 1) OVER () AS cust,
+       CASE WHEN count(*) FILTER (WHERE r.kind = 2 AND r.t1 = p.sku) OVER () > 0
+            THEN ARRAY[p.sku] ELSE '{}'::text[] END AS ended,
+       coalesce(max(r.i) FILTER (WHERE r.kind = 2 AND r.t1 = p.sku) OVER (), 0) + 1 AS qty,
+       300 + 80 * count(*) FILTER (WHERE r.kind = 2) OVER () AS size
+FROM r CROSS JOIN p \aset
+WITH t AS (
+    UPDATE carts SET version = :v, status = 'ACTIVE', customer_id = :cust, updated_at = now(),
+                     expires_at = now() + interval '30 days',
+                     expires_bucket = date_trunc('minute', (now() + interval '30 days')::timestamptz), size = :size,
+                     final_at = NULL::timestamptz
+    WHERE tenant = :tenant AND id = :cart_id AND version = :v::bigint - 1
+    RETURNING id, version
+), head_ended AS (
+    UPDATE cart_heads h SET valid_to = t.version FROM t
+    WHERE NULL::jsonb IS NOT NULL AND h.tenant = :tenant AND h.cart_id = t.id AND h.valid_to IS NULL
+), head AS (
+    INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
+    SELECT :tenant, id, version, NULL::jsonb FROM t WHERE NULL::jsonb IS NOT NULL
+), ended AS (
+    UPDATE cart_lines l SET valid_to = t.version FROM t
+    WHERE l.tenant = :tenant AND l.cart_id = t.id AND l.valid_to IS NULL AND l.sku = ANY(:ended::text[])
+    RETURNING l.sku, l.position
+), lines AS (
+    INSERT INTO cart_lines (tenant, cart_id, sku, valid_from, position, name, quantity,
+                            unit_price, list_price, attributes)
+    SELECT :tenant, t.id, n.sku, t.version, coalesce(e.position, n.position), n.name, n.quantity,
+           n.unit_price, n.list_price, n.attributes
+    FROM t CROSS JOIN unnest(ARRAY[:sku]::text[], ARRAY[:v::int8 * 65536], ARRAY['Bench item ' || :s::int]::text[],
+                             ARRAY[:qty::int4], ARRAY[((1 + :s::int % 50) || '.' || lpad((:s::int * 37 % 100)::text, 2, '0'))::numeric],
+                             ARRAY[((1 + :s::int % 50) || '.' || lpad((:s::int * 37 % 100)::text, 2, '0'))::numeric],
+                             ARRAY[NULL]::jsonb[])
+         AS n(sku, position, name, quantity, unit_price, list_price, attributes)
+    LEFT JOIN ended e ON e.sku = n.sku
+), ev AS (
+    INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, expires_at)
+    SELECT :tenant, id, version, 'ITEMS_CHANGED', 'ACTIVE', 'ACTIVE', now(), now() + interval '30 days' FROM t
+), idem AS (
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
+    SELECT :tenant, NULL::text, NULL::bytea, NULL::uuid, NULL::int8, now() FROM t WHERE NULL::text IS NOT NULL
+), cb AS (
+    INSERT INTO callback_deliveries (id, tenant, cart_id, version, url, payload, next_attempt_at, created_at)
+    SELECT NULL::uuid, :tenant, id, version, NULL::text, NULL::jsonb, now(), now() FROM t WHERE NULL::text IS NOT NULL
+)
+SELECT count(*) FROM t;

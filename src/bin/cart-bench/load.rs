@@ -114,7 +114,11 @@ impl Ctx {
 }
 
 pub(crate) fn item(rng: &mut Rng, skus: usize) -> proto::ItemInput {
-    let n = rng.below(skus);
+    item_n(rng.below(skus))
+}
+
+/// The line of SKU `n` (the same name and price every time).
+pub(crate) fn item_n(n: usize) -> proto::ItemInput {
     proto::ItemInput {
         sku: format!("SKU-{n:04}"),
         name: format!("Bench item {n}"),
@@ -165,6 +169,21 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 /// Creates `--carts` carts (or lists the tenant's existing ones); answers their ids.
 pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
+    if let Some(path) = &ctx.args.cart_ids {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --cart-ids {}", path.display()))?;
+        let ids: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if ids.is_empty() {
+            bail!("--cart-ids {}: no ids", path.display());
+        }
+        eprintln!("using {} carts from {}", ids.len(), path.display());
+        return Ok(ids);
+    }
     if ctx.args.no_seed {
         let mut c = ctx.client(0);
         let mut token = String::new();
@@ -202,7 +221,10 @@ pub(crate) async fn seed(ctx: Arc<Ctx>) -> anyhow::Result<Vec<String>> {
             let mut ids = Vec::new();
             let mut n = w;
             while n < ctx.args.carts {
-                let r = new_cart_request(&ctx, &mut rng, n, ctx.args.seed_items);
+                let mut r = new_cart_request(&ctx, &mut rng, n, ctx.args.seed_items);
+                if ctx.args.distinct_lines {
+                    r.items = (0..ctx.args.seed_items).map(item_n).collect();
+                }
                 let cart = loop {
                     let mut req = ctx.req(r.clone());
                     req.set_timeout(SETUP_DEADLINE);
@@ -256,6 +278,7 @@ pub(crate) async fn step(
             }
         }
         Scenario::Lifecycle => lifecycle(ctx, c, rng, stats, started).await,
+        Scenario::List => crate::list::list_carts(ctx, c, rng, stats, started).await,
         _ => unreachable!("not a closed-loop scenario"),
     }
 }
@@ -356,7 +379,8 @@ pub(crate) async fn lifecycle(
 }
 
 /// Runs `scenario` closed-loop (or paced by `rate`) on `concurrency` workers
-/// for warmup + duration; answers the stats of the measured part.
+/// for warmup + duration, or, given `calls`, for that many units of work
+/// with no warm-up; answers the stats of the measured part and its length.
 pub(crate) async fn drive(
     ctx: Arc<Ctx>,
     scenario: Scenario,
@@ -364,13 +388,21 @@ pub(crate) async fn drive(
     rate: Option<f64>,
     warmup: Duration,
     duration: Duration,
+    calls: Option<u64>,
 ) -> anyhow::Result<(Stats, Duration)> {
     let begin = Instant::now();
-    let measure_from = begin + warmup;
-    let end = measure_from + duration;
+    let (measure_from, end) = match calls {
+        // Bounded by the count; the time bound is only a backstop.
+        Some(_) => (begin, begin + Duration::from_secs(24 * 3600)),
+        None => (begin + warmup, begin + warmup + duration),
+    };
+    let remaining = Arc::new(std::sync::atomic::AtomicI64::new(
+        calls.map_or(i64::MAX, |n| n as i64),
+    ));
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let ctx = ctx.clone();
+        let remaining = remaining.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = ctx.client(w);
             let mut rng = Rng::new(ctx.args.seed.wrapping_add(w as u64 * 7919));
@@ -398,7 +430,7 @@ pub(crate) async fn drive(
                     }
                     None => now,
                 };
-                if started >= end {
+                if started >= end || remaining.fetch_sub(1, Ordering::Relaxed) <= 0 {
                     break;
                 }
                 let into = if started >= measure_from {
@@ -417,7 +449,11 @@ pub(crate) async fn drive(
     for t in tasks {
         total.merge(t.await?);
     }
-    Ok((total, duration))
+    let measured = match calls {
+        Some(_) => begin.elapsed(),
+        None => duration,
+    };
+    Ok((total, measured))
 }
 
 /// Two tenants on one replica: A closed-loop at `--concurrency` (none when
@@ -468,6 +504,7 @@ pub(crate) async fn fairness(ctx_a: Arc<Ctx>) -> anyhow::Result<serde_json::Valu
             None,
             warmup,
             duration,
+            None,
         )
         .await
     };
@@ -478,6 +515,7 @@ pub(crate) async fn fairness(ctx_a: Arc<Ctx>) -> anyhow::Result<serde_json::Valu
         Some(args.rate_b),
         warmup,
         duration,
+        None,
     );
     let (a, b) = tokio::join!(a, b);
     let ((a, d), (b, _)) = (a?, b?);

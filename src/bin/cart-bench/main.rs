@@ -70,6 +70,13 @@ enum Scenario {
     /// for --duration (after --warmup, before --after): call durations,
     /// outcomes and pool use per phase.
     Deadlines,
+    /// ListCarts pages (--page-size), filtered by --list-status and/or
+    /// --list-customer; carts per page in the result.
+    List,
+    /// Paced AddItems (--rate) on the seeded carts plus checkout lifecycles
+    /// (--lifecycle-rate) that all end final, with callbacks; add-items
+    /// latency per --sample-every window (bench/storage.sh, steady state).
+    Steady,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -119,6 +126,10 @@ struct Args {
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// A fixed number of calls (units of work) instead of --duration, with
+    /// no warm-up: the run ends when they are done (e.g. for WAL per call).
+    #[arg(long)]
+    calls: Option<u64>,
     /// Unmeasured time before it.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
@@ -135,6 +146,26 @@ struct Args {
     /// Distinct SKUs AddItems picks from.
     #[arg(long, default_value_t = 20)]
     skus: usize,
+    /// Seeded carts get SKUs 0..--seed-items, one line each (exactly
+    /// --seed-items lines) instead of --seed-items random picks of --skus.
+    #[arg(long)]
+    distinct_lines: bool,
+    /// Use these carts (a file of ids, one a line) instead of seeding or listing.
+    #[arg(long)]
+    cart_ids: Option<PathBuf>,
+    /// list: carts per page.
+    #[arg(long, default_value_t = 20)]
+    page_size: i32,
+    /// list: statuses to filter by, comma-separated (CONFIRMED or CART_STATUS_CONFIRMED).
+    #[arg(long, value_delimiter = ',')]
+    list_status: Vec<String>,
+    /// list: the customer to filter by; `{n}` in it is replaced by a random
+    /// number below --customers for each call (e.g. `bench-customer-{n}`).
+    #[arg(long)]
+    list_customer: Option<String>,
+    /// list: how many customers `{n}` ranges over.
+    #[arg(long, default_value_t = 1000)]
+    customers: usize,
     /// Reuse the tenant's existing carts (ListCarts) instead of creating new ones.
     #[arg(long)]
     no_seed: bool,
@@ -208,6 +239,7 @@ struct Args {
 
 mod callbacks;
 mod churn;
+mod list;
 mod load;
 mod probe;
 mod receiver;
@@ -216,6 +248,7 @@ mod soak_load;
 mod soak_watch;
 mod stall;
 mod stats;
+mod steady;
 mod watch;
 
 use load::*;
@@ -307,9 +340,13 @@ async fn main() -> anyhow::Result<()> {
             args.scenario,
             Scenario::Callbacks | Scenario::CallbackIsolation | Scenario::CallbackOutage
         );
-        let carts = if callback_scenario {
-            Vec::new()
-        } else if args.scenario != Scenario::Lifecycle || args.no_seed {
+        let needs_carts = !callback_scenario
+            && match args.scenario {
+                Scenario::Lifecycle => args.no_seed,
+                Scenario::List => false,
+                _ => true,
+            };
+        let carts = if needs_carts {
             seed(ctx.clone()).await?
         } else {
             Vec::new()
@@ -329,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Callbacks => callbacks::callbacks(ctx.clone()).await?,
             Scenario::CallbackIsolation => callbacks::isolation(ctx.clone()).await?,
             Scenario::CallbackOutage => callbacks::outage(ctx.clone()).await?,
+            Scenario::Steady => steady::steady(ctx.clone()).await?,
             s => {
                 let (cpu0, self0) = (cpu_ticks(args.server_pid), cpu_ticks(None));
                 let (stats, d) = drive(
@@ -338,15 +376,17 @@ async fn main() -> anyhow::Result<()> {
                     args.rate,
                     args.warmup,
                     args.duration,
+                    args.calls,
                 )
                 .await?;
                 let secs = d.as_secs_f64();
                 print_table(
                     &format!(
-                        "{:?} concurrency {} duration {:?} rate {:?} (load {})",
+                        "{:?} concurrency {} duration {:.1}s calls {:?} rate {:?} (load {})",
                         s,
                         args.concurrency,
-                        args.duration,
+                        secs,
+                        args.calls,
                         args.rate,
                         loadavg()
                     ),
@@ -354,6 +394,10 @@ async fn main() -> anyhow::Result<()> {
                     secs,
                 );
                 let mut out = stats_json(&stats, secs);
+                if s == Scenario::List {
+                    out["carts_per_page"] = serde_json::json!(list::carts_per_page());
+                    println!("  carts per page: {:.1}", list::carts_per_page());
+                }
                 // CPU per operation: robust to machine load, for A/B of builds.
                 let ops = stats.ops.values().map(|h| h.len()).sum::<u64>()
                     + WARMUP_OPS.load(Ordering::Relaxed);
@@ -407,6 +451,7 @@ async fn main() -> anyhow::Result<()> {
         "concurrency": args.concurrency,
         "connections": args.connections,
         "duration_s": args.duration.as_secs_f64(),
+        "calls": args.calls,
         "rate": args.rate,
         "carts": args.carts,
         "skus": args.skus,

@@ -236,6 +236,7 @@ pub(crate) async fn soak(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
                 None,
                 Duration::from_secs(2),
                 Duration::from_secs(10),
+                None,
             )
             .await?;
             let peak = stats.ops.values().map(|h| h.len()).sum::<u64>() as f64 / d.as_secs_f64();
@@ -280,7 +281,7 @@ pub(crate) async fn soak(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
         started,
     ));
     writers(&ctx, &shared, args.concurrency, rate);
-    lifecycles(&ctx, &shared, args.lifecycle_rate, callback);
+    lifecycles(&ctx, &shared, args.lifecycle_rate, callback, true);
 
     let mut samples = Vec::new();
     let mut before = Counters::read(&shared);

@@ -134,9 +134,15 @@ pub(crate) fn writers(ctx: &Arc<Ctx>, shared: &Arc<Shared>, workers: usize, rate
 
 /// Checkout lifecycles at `rate` per second: create (with callback URLs to
 /// the receiver), add, submit, then confirm (2 in 4), cancel (1 in 4) or
-/// leave awaiting the customer to expire (1 in 4); every 4th also leaves an
-/// ACTIVE cart behind to expire by its TTL.
-pub(crate) fn lifecycles(ctx: &Arc<Ctx>, shared: &Arc<Shared>, rate: f64, callback: String) {
+/// leave awaiting the customer to expire (1 in 4); with `abandon`, every
+/// 4th also leaves an ACTIVE cart behind to expire by its TTL.
+pub(crate) fn lifecycles(
+    ctx: &Arc<Ctx>,
+    shared: &Arc<Shared>,
+    rate: f64,
+    callback: String,
+    abandon: bool,
+) {
     const WORKERS: usize = 4;
     let interval = Duration::from_secs_f64(WORKERS as f64 / rate);
     for w in 0..WORKERS {
@@ -147,7 +153,7 @@ pub(crate) fn lifecycles(ctx: &Arc<Ctx>, shared: &Arc<Shared>, rate: f64, callba
             let mut next = Instant::now() + interval.mul_f64(w as f64 / WORKERS as f64);
             let mut n = w;
             while pace(&shared, &mut next, interval).await {
-                lifecycle(&ctx, &shared, &mut c, &mut rng, n, &callback).await;
+                lifecycle(&ctx, &shared, &mut c, &mut rng, n, &callback, abandon).await;
                 shared.lifecycles.fetch_add(1, Ordering::Relaxed);
                 n += WORKERS;
             }
@@ -162,6 +168,7 @@ async fn lifecycle(
     rng: &mut Rng,
     n: usize,
     callback: &str,
+    abandon: bool,
 ) {
     macro_rules! call {
         ($op:literal, $fut:expr) => {
@@ -191,7 +198,7 @@ async fn lifecycle(
         });
         all.len() - 1
     };
-    if n.is_multiple_of(4) {
+    if abandon && n.is_multiple_of(4) {
         // An ACTIVE cart nobody comes back to: expires by CART_TTL.
         call!(
             "create-cart",

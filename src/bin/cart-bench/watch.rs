@@ -79,6 +79,7 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
         args.rate,
         args.warmup,
         args.duration,
+        None,
     )
     .await?;
     // Give in-flight events a moment, then stop the watchers.
@@ -115,6 +116,7 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
         args.rate,
         args.warmup,
         args.duration,
+        None,
     )
     .await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,6 +186,7 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
         args.rate,
         args.warmup,
         args.duration,
+        None,
     )
     .await?;
     let rss_loaded = rss_kib(args.server_pid);
