@@ -47,7 +47,7 @@ pub struct Config {
 
     /// The adaptive in-flight limit: when admitted calls take longer than this
     /// on average while near the limit, the limit becomes throughput x this.
-    #[arg(long, env = "CART_ADMISSION_TARGET_LATENCY", default_value = "25ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CART_ADMISSION_TARGET_LATENCY", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub admission_target_latency: Duration,
 
     /// Watch streams per tenant per replica; past it RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS).

@@ -7,7 +7,7 @@
 //! connection, a row lock, the CPU) once the replica is past its knee, and
 //! then in-flight only adds latency (Little's law: latency = in flight /
 //! throughput). Every [`WINDOW`] the mean time admitted calls took is
-//! compared with a target (`CART_ADMISSION_TARGET_LATENCY`, 25 ms): above
+//! compared with a target (`CART_ADMISSION_TARGET_LATENCY`, 50 ms): above
 //! it, while the window ran near its limit (at least half of it in flight
 //! at once: a queue, not a few slow calls), the limit becomes throughput x
 //! target (the in-flight count at which calls would take the target); at
