@@ -49,6 +49,8 @@ for side in A B; do
     "$BENCH" --scenario ready --addr "http://127.0.0.1:$PORT" >/dev/null
     "$BENCH" --scenario seed --addr "http://127.0.0.1:$PORT" --carts "$CARTS" --concurrency 32 >/dev/null 2>&1
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+    # Statistics as autovacuum would soon have them, alike for both sides.
+    psql -q -d "$db" -c "VACUUM ANALYZE"
 done
 for r in $(seq 1 "$ROUNDS"); do
     echo "-- round $r"

@@ -26,7 +26,7 @@ OUT=${OUT:-target/bench/floor.jsonl}
 BIN=${BIN:-target/release}
 DB=cart_bench_floor
 mkdir -p "$(dirname "$OUT")"
-[ "$BIN" = target/release ] && cargo build --release --bin cart-service --bin cart-floor --bin cart-bench
+[ "$BIN" = target/release ] && [ -z "${NO_BUILD:-}" ] && cargo build --release --bin cart-service --bin cart-floor --bin cart-bench
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT

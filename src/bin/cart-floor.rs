@@ -1,15 +1,24 @@
 //! The floor of our stack (issue 14): `cart.v1` GetCart and AddItems over
 //! the service's schema and the service's own statements (`GET_CARTS`,
 //! `WRITE_CART`), with the least work around them: no auth, metrics,
-//! logging, idempotency, validation or use-case layer; rows go straight
-//! into the wire message. GetCart of the id `echo` answers a fixed 3-line
+//! logging, idempotency, validation or use-case layer; rows become the
+//! domain cart and go out through the service's own conversion. Like the
+//! service it remembers the carts it read or wrote: GET_CARTS then sends
+//! only the stamp of a cart still at the version remembered, and AddItems
+//! of a remembered cart is its write alone. GetCart of the id `echo` answers a fixed 3-line
 //! cart without the database: the cost of gRPC alone. Same server and pool
 //! settings as the service. `bench/floor.sh` drives it and the service
 //! back to back. Every other RPC is UNIMPLEMENTED.
 //!
 //!   DATABASE_URL=postgres://... cart-floor --listen 127.0.0.1:50061
 
-use std::{collections::BTreeMap, net::SocketAddr, pin::Pin, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Mutex,
+    time::Duration,
+};
 
 use cart_service::{
     domain::{Cart, CartStatus, LineItem},
@@ -45,14 +54,18 @@ const TENANT: &str = "default";
 struct Floor {
     pool: Pool,
     echo: proto::Cart,
+    /// The carts last read or written, by id.
+    known: Mutex<HashMap<Uuid, Cart>>,
 }
 
 fn internal(e: impl std::fmt::Debug) -> Status {
     Status::internal(format!("{e:?}"))
 }
 
-/// A cart as it stands from GET_CARTS's rows (kinds 0, 1, 2 of its layout).
-fn cart_of(rows: &[Row]) -> Result<Option<Cart>, Status> {
+/// A cart as it stands from GET_CARTS's rows (kinds 0, 1, 2 of its
+/// layout); `known`: the cart as remembered, when GET_CARTS was told its
+/// version.
+fn cart_of(rows: &[Row], known: Option<Cart>) -> Result<Option<Cart>, Status> {
     let (mut cart, mut lines) = (None, Vec::new());
     let mut stamp = None;
     for row in rows {
@@ -82,11 +95,18 @@ fn cart_of(rows: &[Row]) -> Result<Option<Cart>, Status> {
             }
         }
     }
-    let (Some(mut cart), Some((version, status, updated_at, expires_at))) = (cart, stamp) else {
+    let Some((version, status, updated_at, expires_at)) = stamp else {
         return Ok(None);
     };
-    lines.sort_by_key(|(position, _)| *position);
-    cart.items = lines.into_iter().map(|(_, l)| l).collect();
+    let mut cart = match (cart, known) {
+        (Some(mut cart), _) => {
+            lines.sort_by_key(|(position, _)| *position);
+            cart.items = lines.into_iter().map(|(_, l)| l).collect();
+            cart
+        }
+        (None, Some(known)) if known.version == version => known,
+        _ => return Err(internal("a cart without its head")),
+    };
     cart.version = version;
     cart.status = CartStatus::parse(&status).ok_or_else(|| internal("status"))?;
     cart.updated_at = updated_at;
@@ -97,13 +117,22 @@ fn cart_of(rows: &[Row]) -> Result<Option<Cart>, Status> {
 impl Floor {
     async fn read(&self, id: Uuid) -> Result<(deadpool_postgres::Object, Cart), Status> {
         let c = self.pool.get().await.map_err(internal)?;
+        let known = self.known.lock().unwrap().get(&id).cloned();
         let stmt = c.prepare_cached(GET_CARTS).await.map_err(internal)?;
         let rows = c
-            .query(&stmt, &[&TENANT, &vec![id]])
+            .query(
+                &stmt,
+                &[&TENANT, &vec![id], &vec![known.as_ref().map(|k| k.version)]],
+            )
             .await
             .map_err(internal)?;
-        let cart = cart_of(&rows)?.ok_or_else(|| Status::not_found("cart"))?;
+        let cart = cart_of(&rows, known)?.ok_or_else(|| Status::not_found("cart"))?;
+        self.remember(&cart);
         Ok((c, cart))
+    }
+
+    fn remember(&self, cart: &Cart) {
+        self.known.lock().unwrap().insert(cart.id, cart.clone());
     }
 }
 
@@ -140,7 +169,11 @@ impl CartService for Floor {
             .items
             .first()
             .ok_or_else(|| Status::invalid_argument("items"))?;
-        let (c, mut cart) = self.read(id).await?;
+        let remembered = self.known.lock().unwrap().get(&id).cloned();
+        let (c, mut cart) = match remembered {
+            Some(cart) => (self.pool.get().await.map_err(internal)?, cart),
+            None => self.read(id).await?,
+        };
         let price: Decimal = input
             .unit_price
             .parse()
@@ -204,6 +237,7 @@ impl CartService for Floor {
             .map_err(internal)?
             .get(0);
         if written != 1 {
+            self.known.lock().unwrap().remove(&id);
             return Err(Status::aborted("raced"));
         }
         match existing {
@@ -213,6 +247,7 @@ impl CartService for Floor {
         cart.version = version;
         cart.updated_at = now;
         cart.expires_at = Some(expires);
+        self.remember(&cart);
         Ok(Response::new(cart_to_proto(&cart)))
     }
 
@@ -372,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
     let floor = Floor {
         pool,
         echo: echo_cart(),
+        known: Mutex::new(HashMap::new()),
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("cart-floor listening on {}", listener.local_addr()?);

@@ -5,7 +5,12 @@
 //! - a unit of work changes carts atomically: in `Isolation::Locked` all of
 //!   its inserts and saves take effect at `commit` or none does (dropping it
 //!   uncommitted, or `rollback`, discards them); in `Isolation::Optimistic`
-//!   each insert or save is atomic on its own and takes effect at once;
+//!   and `Isolation::Remembered` each insert or save is atomic on its own
+//!   and takes effect at once;
+//! - in `Isolation::Remembered` a load may answer carts as this process
+//!   last read or wrote them rather than as they are stored
+//!   (`Loaded::unconfirmed`); a save of such a cart that is no longer the
+//!   stored one is `Conflict::Stale` and writes nothing;
 //! - in `Isolation::Locked` the carts a unit loads stay locked until it
 //!   ends: no other unit saves them meanwhile;
 //! - `save` writes the next version of a cart only if the stored version is
@@ -118,6 +123,10 @@ pub enum Isolation {
     Optimistic,
     /// Loaded carts are locked and everything commits together.
     Locked,
+    /// As `Optimistic`, and a load may answer carts from the store's memory
+    /// of them: a change then costs only its write, which checks the
+    /// version and so confirms what was loaded.
+    Remembered,
 }
 
 /// Why a step of a unit of work did not take effect. The use case decides
@@ -133,6 +142,9 @@ pub enum Conflict {
     /// A transient failure (serialization failure, deadlock): running the
     /// whole unit again may succeed.
     Retry,
+    /// The unit worked on remembered carts (`Loaded::unconfirmed`) that
+    /// were not current: a unit that reads them afresh may succeed.
+    Stale,
     Failed(CartError),
 }
 
@@ -147,6 +159,10 @@ impl From<CartError> for Conflict {
 pub struct Loaded {
     pub carts: Vec<Cart>,
     pub remembered: Option<Remembered>,
+    /// Some of `carts` came from memory (`Isolation::Remembered`): they may
+    /// be out of date, so a decision taken on them that writes nothing (a
+    /// refusal) holds only once they are read afresh.
+    pub unconfirmed: bool,
 }
 
 impl Loaded {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{replay, write};
 use crate::{
     domain::{Cart, CartError, CartId, Command, IdempotencyKey, NewCart, Policy, TenantId, now},
-    ports::{Conflict, Inserted, KeyRecord, UnitOfWork},
+    ports::{Conflict, Inserted, KeyRecord, Loaded, UnitOfWork},
 };
 
 /// A use case's work inside one unit of work. (A trait rather than an
@@ -76,7 +76,10 @@ impl Attempt for ApplyCommand<'_> {
             return answer.map_err(Conflict::Failed);
         }
         let mut cart = loaded.take(self.id)?;
-        let change = cart.apply(self.cmd, self.expected_version, now, self.policy)?;
+        let change = confirmed(
+            &loaded,
+            cart.apply(self.cmd, self.expected_version, now, self.policy),
+        )?;
         let key = self.idem.map(|key| KeyRecord {
             key,
             response: &cart,
@@ -84,6 +87,15 @@ impl Attempt for ApplyCommand<'_> {
         uow.save(self.tenant, &write(&cart, change, now), key)
             .await?;
         Ok(cart)
+    }
+}
+
+/// A decision taken on what was loaded: a refusal of carts that may be
+/// out of date (`Loaded::unconfirmed`) is taken again on a fresh read.
+fn confirmed<T>(loaded: &Loaded, decision: Result<T, CartError>) -> Result<T, Conflict> {
+    match decision {
+        Err(_) if loaded.unconfirmed => Err(Conflict::Stale),
+        other => Ok(other?),
     }
 }
 

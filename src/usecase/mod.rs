@@ -95,7 +95,7 @@ impl Carts {
             expected_version,
             idem,
         };
-        self.attempts(idem.map(|k| (tenant, k)), Isolation::Optimistic, &change)
+        self.attempts(idem.map(|k| (tenant, k)), Isolation::Remembered, &change)
             .await
     }
 
@@ -112,7 +112,8 @@ impl Carts {
     }
 
     /// Runs `body` in a unit of work until it commits, fails for good or
-    /// runs out of attempts; attempts after the first run `Locked`.
+    /// runs out of attempts. After a race the next attempt runs `Locked`;
+    /// after remembered carts proved stale, `Optimistic` (a fresh read).
     /// `key`: the call's idempotency key and its tenant, if it has one.
     async fn attempts<T>(
         &self,
@@ -120,8 +121,8 @@ impl Carts {
         first: Isolation,
         body: &impl Attempt<Output = T>,
     ) -> Result<T, CartError> {
+        let mut isolation = first;
         for n in 0..MAX_ATTEMPTS {
-            let isolation = if n == 0 { first } else { Isolation::Locked };
             let mut uow = self.repo.begin(isolation).await?;
             let outcome = match body.run(uow.as_mut()).await {
                 Ok(value) => uow.commit().await.map(|()| value),
@@ -135,6 +136,11 @@ impl Carts {
                 Err(Conflict::Failed(e)) => return Err(e),
                 Err(Conflict::Raced | Conflict::Retry) => {
                     tracing::debug!(attempt = n, "cart write raced; retrying under a lock");
+                    isolation = Isolation::Locked;
+                }
+                Err(Conflict::Stale) => {
+                    tracing::debug!(attempt = n, "remembered cart was stale; reading it afresh");
+                    isolation = Isolation::Optimistic;
                 }
                 Err(Conflict::KeyTaken) => {
                     // A concurrent call with this key committed (the next

@@ -25,6 +25,7 @@ mod observability;
 mod operations;
 mod otlp;
 mod ports;
+mod remembered;
 mod replicas;
 mod retention;
 mod scopes;

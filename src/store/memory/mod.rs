@@ -185,7 +185,7 @@ struct MemoryUnit {
 impl MemoryUnit {
     fn stage(&mut self, op: Pending) {
         match self.isolation {
-            Isolation::Optimistic => self.state.apply(&self.feed, op),
+            Isolation::Optimistic | Isolation::Remembered => self.state.apply(&self.feed, op),
             Isolation::Locked => self.pending.push(op),
         }
     }
@@ -210,7 +210,11 @@ impl UnitOfWork for MemoryUnit {
                 .get(&(tenant.clone(), k.to_string()))
                 .cloned()
         });
-        Ok(Loaded { carts, remembered })
+        Ok(Loaded {
+            carts,
+            remembered,
+            unconfirmed: false,
+        })
     }
 
     async fn load_expired(

@@ -58,7 +58,7 @@ pub fn settle(c: Conflict) -> CartError {
     match c {
         Conflict::Failed(err) => err,
         Conflict::KeyTaken => CartError::IdempotencyKeyReused,
-        Conflict::Raced | Conflict::Retry => {
+        Conflict::Raced | Conflict::Retry | Conflict::Stale => {
             CartError::Unavailable("concurrent change; retry".into())
         }
     }

@@ -133,9 +133,13 @@ impl States {
     }
 }
 
-/// Carts from the rows of `GET_CARTS` or a `list_carts!` query; `None`
-/// for a cart the query withheld (past a page's budget). In no order.
-pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
+/// Each cart a cart query answered with its stamp, `None` for a cart
+/// withheld (past a page's budget).
+type Stamped = Vec<(CartId, Option<Stamp>)>;
+
+/// The kind-0 rows of a cart query, with the head and line states it
+/// answered.
+fn stamped(rows: &[Row]) -> Result<(Stamped, States), CartError> {
     let mut found = Vec::new();
     let mut states = States::default();
     for row in rows {
@@ -153,9 +157,42 @@ pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
         };
         found.push((id, (kept == 1).then_some(stamp)));
     }
+    Ok((found, states))
+}
+
+/// Carts from the rows of a `list_carts!` query; `None` for a cart the
+/// query withheld (past a page's budget). In no order.
+pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
+    let (found, states) = stamped(rows)?;
     found
         .into_iter()
         .map(|(id, stamp)| stamp.map(|s| states.cart_at(id, s)).transpose())
+        .collect()
+}
+
+/// A cart `GET_CARTS` answered: read, or at the version the caller said it
+/// knows (then only its stamp was sent).
+pub(super) enum Current {
+    Read(Box<Cart>),
+    AsKnown(CartId),
+}
+
+/// Carts from the rows of `GET_CARTS`, asked with `known` (cart id and
+/// version) as its `$2`/`$3`. In no order.
+pub(super) fn current(rows: &[Row], known: &[(CartId, i64)]) -> Result<Vec<Current>, CartError> {
+    let (found, states) = stamped(rows)?;
+    found
+        .into_iter()
+        .map(|(id, stamp)| {
+            let stamp =
+                stamp.ok_or_else(|| CartError::internal("a cart read without its stamp"))?;
+            if known.contains(&(id, stamp.version)) {
+                return Ok(Current::AsKnown(id));
+            }
+            states
+                .cart_at(id, stamp)
+                .map(|c| Current::Read(Box::new(c)))
+        })
         .collect()
 }
 

@@ -52,12 +52,17 @@ macro_rules! current_state_rows {
     };
 }
 
-/// Carts as they stand. $1 tenant, $2 ids.
+/// Carts as they stand. $1 tenant, $2 ids (distinct), $3 the version of
+/// each the caller knows (as $2; NULL or missing: none): a cart still at
+/// that version is answered by its row alone, without head and lines (a
+/// version's head and lines never change), so that a replica reads only
+/// the carts it does not have.
 pub const GET_CARTS: &str = concat!(
-    "WITH k AS (SELECT id, 1::int8 AS kept, version, status, updated_at, expires_at FROM carts \
-     WHERE tenant = $1 AND id = ANY($2)) ",
+    "WITH k AS (SELECT id, 1::int8 AS kept, version, status, updated_at, expires_at, \
+     ($3::int8[])[array_position($2::uuid[], id)] AS known FROM carts WHERE tenant = $1 AND id = ANY($2)), \
+     fresh AS (SELECT id FROM k WHERE known IS DISTINCT FROM version) ",
     cart_rows!("k"),
-    current_state_rows!("k")
+    current_state_rows!("fresh")
 );
 
 /// Locks carts until the transaction ends, in id order so that two merges

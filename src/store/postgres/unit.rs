@@ -3,7 +3,8 @@
 //! trips (read the cart and the key, pipelined; then ONE statement that
 //! writes cart, event, key and callback on condition of the version read).
 //! `Locked`: the same statements inside a transaction whose reads lock the
-//! carts (`FOR UPDATE`).
+//! carts (`FOR UPDATE`). `Remembered`: as `Optimistic`, with the cart taken
+//! from `recent` when this replica has it, so a change is one round trip.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -22,12 +23,13 @@ use super::{
     feed::Committed,
     get_carts,
     outbox::Wake,
+    recent::{Kept, Recent},
     rows::{self, NewLines, changed_lines, head_changed, head_of},
     sql, traced,
 };
 use crate::{
     domain::{Cart, CartError, CartId, IdempotencyKey, TenantId, size::encoded_len},
-    ports::{Conflict, Inserted, KeyRecord, Loaded, Remembered, UnitOfWork, Write},
+    ports::{Conflict, Inserted, Isolation, KeyRecord, Loaded, Remembered, UnitOfWork, Write},
 };
 
 pub(super) struct PgUnit {
@@ -43,16 +45,29 @@ pub(super) struct PgUnit {
     callbacks: Wake,
     /// The carts as this unit loaded them: a save writes only the lines
     /// that differ.
-    loaded: HashMap<CartId, Cart>,
+    loaded: HashMap<CartId, Before>,
+    /// Loads may answer carts from `recent` (`Isolation::Remembered`).
+    remembers: bool,
+    recent: Arc<Recent>,
+}
+
+/// A cart as a unit loaded it.
+struct Before {
+    kept: Arc<Kept>,
+    /// Taken from memory, not read: a save that finds another version
+    /// stored is `Stale`, not `Raced`.
+    remembered: bool,
 }
 
 impl PgUnit {
     pub(super) async fn begin(
         client: Object,
-        locked: bool,
+        isolation: Isolation,
         committed: Arc<Committed>,
         callbacks: Wake,
+        recent: Arc<Recent>,
     ) -> Result<PgUnit, CartError> {
+        let locked = isolation == Isolation::Locked;
         if locked {
             client
                 .batch_execute("BEGIN")
@@ -67,6 +82,8 @@ impl PgUnit {
             committed,
             callbacks,
             loaded: HashMap::new(),
+            remembers: isolation == Isolation::Remembered,
+            recent,
         })
     }
 
@@ -95,7 +112,12 @@ impl PgUnit {
 /// What a key's row (GET_KEY) remembers: the cart at the version it
 /// answered, or, once retention has dropped that version, the cart as it
 /// stands (see README, Retention).
-async fn answer_of_key(c: &Object, tenant: &TenantId, row: &Row) -> Result<Remembered, Conflict> {
+async fn answer_of_key(
+    c: &Object,
+    tenant: &TenantId,
+    row: &Row,
+    recent: &Recent,
+) -> Result<Remembered, Conflict> {
     let id: CartId = row.try_get(1).map_err(fail)?;
     let version: i64 = row.try_get(2).map_err(fail)?;
     let stmt = c.prepare_cached(sql::CART_AT_VERSION).await.map_err(fail)?;
@@ -106,9 +128,10 @@ async fn answer_of_key(c: &Object, tenant: &TenantId, row: &Row) -> Result<Remem
         .map_err(fail)?;
     let response = match rows::events(&rows)?.pop() {
         Some(event) => event.cart,
-        None => get_carts(c, tenant, &[id])
+        None => get_carts(c, tenant, &[id], recent)
             .await?
             .pop()
+            .map(|kept| kept.cart.clone())
             .ok_or(Conflict::Retry)?, // purged in between: try again
     };
     Ok(Remembered {
@@ -118,9 +141,9 @@ async fn answer_of_key(c: &Object, tenant: &TenantId, row: &Row) -> Result<Remem
     })
 }
 
-/// The encoded size a ListCarts page budgets for the cart.
-fn size_of(cart: &Cart) -> i32 {
-    i32::try_from(encoded_len(cart)).unwrap_or(i32::MAX)
+/// The encoded size (`encoded_len`) a ListCarts page budgets for a cart.
+fn stored_size(encoded: usize) -> i32 {
+    i32::try_from(encoded).unwrap_or(i32::MAX)
 }
 
 impl Drop for PgUnit {
@@ -144,8 +167,16 @@ impl UnitOfWork for PgUnit {
         key: Option<&str>,
     ) -> Result<Loaded, Conflict> {
         let locked = self.in_tx;
-        let c = self.client();
+        let in_memory: Option<Vec<Arc<Kept>>> = match self.remembers && !ids.is_empty() {
+            true => ids.iter().map(|&id| self.recent.get(tenant, id)).collect(),
+            false => None,
+        };
+        let from_memory = in_memory.is_some();
+        let (c, recent) = (self.client(), &self.recent);
         let carts = async {
+            if let Some(kept) = in_memory {
+                return Ok(kept);
+            }
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -158,7 +189,7 @@ impl UnitOfWork for PgUnit {
                     .await
                     .map_err(fail)?;
             }
-            get_carts(c, tenant, ids).await
+            get_carts(c, tenant, ids, recent).await
         };
         let remembered = async {
             let Some(key) = key else { return Ok(None) };
@@ -171,11 +202,22 @@ impl UnitOfWork for PgUnit {
         // The statements go out before any answer comes back: one round trip.
         let (carts, key_row) = tokio::try_join!(carts, remembered)?;
         let remembered = match key_row {
-            Some(row) => Some(answer_of_key(c, tenant, &row).await?),
+            Some(row) => Some(answer_of_key(c, tenant, &row, recent).await?),
             None => None,
         };
-        self.loaded.extend(carts.iter().map(|c| (c.id, c.clone())));
-        Ok(Loaded { carts, remembered })
+        let loaded = carts.iter().map(|k| k.cart.clone()).collect();
+        self.loaded.extend(carts.into_iter().map(|kept| {
+            let before = Before {
+                kept,
+                remembered: from_memory,
+            };
+            (before.kept.cart.id, before)
+        }));
+        Ok(Loaded {
+            carts: loaded,
+            remembered,
+            unconfirmed: from_memory,
+        })
     }
 
     async fn load_expired(
@@ -202,13 +244,22 @@ impl UnitOfWork for PgUnit {
         let mut out = Vec::new();
         for (tenant, ids) in due {
             let tenant = TenantId(tenant);
-            for cart in get_carts(c, &tenant, &ids).await? {
-                out.push((tenant.clone(), cart));
+            for kept in get_carts(c, &tenant, &ids, &self.recent).await? {
+                out.push((tenant.clone(), kept));
             }
         }
-        self.loaded
-            .extend(out.iter().map(|(_, c)| (c.id, c.clone())));
-        Ok(out)
+        let due = out
+            .iter()
+            .map(|(t, k)| (t.clone(), k.cart.clone()))
+            .collect();
+        self.loaded.extend(out.into_iter().map(|(_, kept)| {
+            let before = Before {
+                kept,
+                remembered: false,
+            };
+            (before.kept.cart.id, before)
+        }));
+        Ok(due)
     }
 
     async fn insert(
@@ -225,6 +276,7 @@ impl UnitOfWork for PgUnit {
             None => (None, None),
         };
         let lines = NewLines::all(cart);
+        let size = encoded_len(cart);
         let stmt = c.prepare_cached(sql::INSERT_CART).await.map_err(fail)?;
         let row = c
             .query_one(
@@ -239,7 +291,7 @@ impl UnitOfWork for PgUnit {
                     &cart.expires_at,
                     &&fingerprint[..],
                     &Json(head_of(cart)),
-                    &size_of(cart),
+                    &stored_size(size),
                     &key,
                     &key_fp,
                     &lines.skus,
@@ -255,6 +307,9 @@ impl UnitOfWork for PgUnit {
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) == 1 {
+            if !self.in_tx {
+                self.recent.keep(tenant, cart.clone(), Some(size));
+            }
             self.wrote(false);
             return Ok(Inserted::Created);
         }
@@ -270,9 +325,10 @@ impl UnitOfWork for PgUnit {
             .map_err(fail)?
             .ok_or(Conflict::Retry)?; // deleted in between: try again
         let id: CartId = row.try_get(0).map_err(fail)?;
-        let holder = get_carts(c, tenant, &[id])
+        let holder = get_carts(c, tenant, &[id], &self.recent)
             .await?
             .pop()
+            .map(|kept| kept.cart.clone())
             .ok_or(Conflict::Retry)?;
         Ok(Inserted::ReferenceTaken {
             cart: Box::new(holder),
@@ -287,10 +343,11 @@ impl UnitOfWork for PgUnit {
         key: Option<KeyRecord<'_>>,
     ) -> Result<(), Conflict> {
         let cart = write.cart;
-        let before = self
+        let Before { kept, remembered } = self
             .loaded
             .remove(&cart.id)
             .ok_or_else(|| CartError::internal("a unit of work saved a cart it had not loaded"))?;
+        let before = &kept.cart;
         if before.version != cart.version - 1 {
             // Not the version this write would follow: it cannot go ahead.
             return Err(Conflict::Raced);
@@ -314,8 +371,9 @@ impl UnitOfWork for PgUnit {
             None => (None, None, None),
         };
         debug_assert_eq!(cart.updated_at, write.at, "events keep one time per change");
-        let head = head_changed(&before, cart).then(|| Json(head_of(cart)));
-        let (ended, lines) = changed_lines(&before, cart);
+        let head = head_changed(before, cart).then(|| Json(head_of(cart)));
+        let (ended, lines) = changed_lines(before, cart);
+        let size = encoded_len(cart);
         let stmt = c.prepare_cached(sql::WRITE_CART).await.map_err(fail)?;
         let row = c
             .query_one(
@@ -329,7 +387,7 @@ impl UnitOfWork for PgUnit {
                     &write.at,
                     &cart.expires_at,
                     &head,
-                    &size_of(cart),
+                    &stored_size(size),
                     &write.change.event.as_str(),
                     &write.change.previous_status.as_str(),
                     &key,
@@ -354,7 +412,18 @@ impl UnitOfWork for PgUnit {
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) != 1 {
-            return Err(Conflict::Raced);
+            self.recent.forget(cart.id);
+            return Err(if remembered {
+                Conflict::Stale
+            } else {
+                Conflict::Raced
+            });
+        }
+        if self.in_tx {
+            // Stored only if the transaction commits.
+            self.recent.forget(cart.id);
+        } else {
+            self.recent.keep(tenant, cart.clone(), Some(size));
         }
         self.wrote(write.callback.is_some());
         Ok(())
