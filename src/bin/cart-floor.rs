@@ -22,7 +22,7 @@ use std::{
 
 use cart_service::{
     domain::{Cart, CartStatus, LineItem},
-    grpc::convert::cart_to_proto,
+    grpc::convert::cart_into_proto,
     proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
     store::postgres::statements::{GET_CARTS, WRITE_CART},
 };
@@ -154,7 +154,7 @@ impl CartService for Floor {
         }
         let id = Uuid::parse_str(&id).map_err(|_| Status::invalid_argument("cart_id"))?;
         let (_, cart) = self.read(id).await?;
-        Ok(Response::new(cart_to_proto(&cart)))
+        Ok(Response::new(cart_into_proto(cart)))
     }
 
     /// One line of the request, added to an ACTIVE cart: the read and the
@@ -248,7 +248,7 @@ impl CartService for Floor {
         cart.updated_at = now;
         cart.expires_at = Some(expires);
         self.remember(&cart);
-        Ok(Response::new(cart_to_proto(&cart)))
+        Ok(Response::new(cart_into_proto(cart)))
     }
 
     async fn create_cart(

@@ -47,37 +47,47 @@ fn confirmation_to_proto(c: ConfirmationType) -> proto::ConfirmationType {
 }
 
 pub fn cart_to_proto(c: &Cart) -> proto::Cart {
+    cart_into_proto(c.clone())
+}
+
+/// As [`cart_to_proto`], taking the cart: its strings and maps move into
+/// the message instead of being copied.
+pub fn cart_into_proto(c: Cart) -> proto::Cart {
     let cur = c.currency;
+    let subtotal = c.subtotal();
+    let discount_total = c.discount_total();
+    let total = c.total();
+    let item_quantity = c.item_quantity();
     proto::Cart {
         id: c.id.to_string(),
-        customer_id: c.customer_id.clone(),
-        reference: c.reference.clone(),
+        customer_id: c.customer_id,
+        reference: c.reference,
         currency: cur.code().to_string(),
         country: c.country.map(|c| c.code().to_string()).unwrap_or_default(),
-        channel: c.channel.clone(),
-        description: c.description.clone(),
-        metadata: c.metadata.clone(),
+        channel: c.channel,
+        description: c.description,
+        metadata: c.metadata,
         confirmation_type: confirmation_to_proto(c.confirmation_type) as i32,
-        callback_url: c.callback_url.clone(),
-        callback_cancel_url: c.callback_cancel_url.clone(),
+        callback_url: c.callback_url,
+        callback_cancel_url: c.callback_cancel_url,
         status: status_to_proto(c.status) as i32,
         items: c
             .items
-            .iter()
+            .into_iter()
             .map(|l| proto::LineItem {
-                sku: l.sku.clone(),
-                name: l.name.clone(),
-                quantity: l.quantity,
                 unit_price: cur.format(l.unit_price),
                 list_price: cur.format(l.list_price),
                 line_total: cur.format(l.line_total()),
-                attributes: l.attributes.clone(),
+                sku: l.sku,
+                name: l.name,
+                quantity: l.quantity,
+                attributes: l.attributes,
             })
             .collect(),
-        subtotal: cur.format(c.subtotal()),
-        discount_total: cur.format(c.discount_total()),
-        total: cur.format(c.total()),
-        item_quantity: c.item_quantity(),
+        subtotal: cur.format(subtotal),
+        discount_total: cur.format(discount_total),
+        total: cur.format(total),
+        item_quantity,
         version: c.version,
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
@@ -86,7 +96,7 @@ pub fn cart_to_proto(c: &Cart) -> proto::Cart {
             .merged_into_cart_id
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        cancel_reason: c.cancel_reason.clone(),
+        cancel_reason: c.cancel_reason,
     }
 }
 

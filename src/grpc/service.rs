@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::authorize,
-    convert::{self, cart_to_proto},
+    convert::{self, cart_into_proto},
     parse,
     status::to_status,
     watchers::{WatcherLimit, WatcherSlot, run_holding},
@@ -147,7 +147,7 @@ impl CartApi {
             .change(tenant, id, &cmd, expected, idem.as_ref())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(cart_to_proto(&cart)))
+        Ok(Response::new(cart_into_proto(cart)))
     }
 }
 
@@ -218,7 +218,7 @@ impl CartService for CartApi {
             .await
             .map_err(to_status)?;
         telemetry::record_cart_id(cart.id);
-        Ok(Response::new(cart_to_proto(&cart)))
+        Ok(Response::new(cart_into_proto(cart)))
     }
 
     async fn get_cart(
@@ -229,7 +229,7 @@ impl CartService for CartApi {
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
         telemetry::record_cart_id(id);
         let cart = self.carts.get(&tenant, id).await.map_err(to_status)?;
-        Ok(Response::new(cart_to_proto(&cart)))
+        Ok(Response::new(cart_into_proto(cart)))
     }
 
     async fn list_carts(
@@ -249,7 +249,7 @@ impl CartService for CartApi {
         .map_err(to_status)?;
         let page = self.carts.list(&tenant, &query).await.map_err(to_status)?;
         Ok(Response::new(proto::ListCartsResponse {
-            carts: page.carts.iter().map(cart_to_proto).collect(),
+            carts: page.carts.into_iter().map(cart_into_proto).collect(),
             next_page_token: page
                 .next
                 .as_ref()
@@ -364,7 +364,7 @@ impl CartService for CartApi {
             .merge(&tenant, &merge, idem.as_ref())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(cart_to_proto(&cart)))
+        Ok(Response::new(cart_into_proto(cart)))
     }
 
     async fn submit_cart(

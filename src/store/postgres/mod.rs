@@ -161,7 +161,9 @@ fn bounded(cfg: &tokio_postgres::Config) -> tokio_postgres::Config {
 
 /// The tenant's carts among `ids` as they stand (those that exist), read
 /// through what `recent` remembers: a cart remembered at the version
-/// stored is not read again, one read is remembered.
+/// stored is not read again, one read is remembered. When every cart is
+/// remembered, their stored versions are checked first (one cheap
+/// statement); only carts changed since are read whole.
 async fn get_carts(
     c: &deadpool_postgres::Object,
     tenant: &TenantId,
@@ -176,6 +178,23 @@ async fn get_carts(
         .iter()
         .map(|k| k.as_ref().map(|k| k.cart.version))
         .collect();
+    if versions.iter().all(Option::is_some) {
+        let stmt = c.prepare_cached(sql::STAMP_CARTS).await.map_err(fail)?;
+        let rows = c
+            .query(&stmt, &[&tenant.as_str(), &ids])
+            .instrument(traced::statement(sql::STAMP_CARTS))
+            .await
+            .map_err(fail)?;
+        let stored = rows::versions(&rows)?;
+        let unchanged = stored.len() == ids.len()
+            && stored.iter().all(|(id, version)| {
+                ids.binary_search(id)
+                    .is_ok_and(|at| versions[at] == Some(*version))
+            });
+        if unchanged {
+            return Ok(remembered.into_iter().flatten().collect());
+        }
+    }
     let stmt = c.prepare_cached(sql::GET_CARTS).await.map_err(fail)?;
     let rows = c
         .query(&stmt, &[&tenant.as_str(), &ids, &versions])

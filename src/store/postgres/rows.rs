@@ -170,6 +170,15 @@ pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
         .collect()
 }
 
+/// The stored versions of the carts the rows of `STAMP_CARTS` answered.
+pub(super) fn versions(rows: &[Row]) -> Result<Vec<(CartId, i64)>, CartError> {
+    let (found, _) = stamped(rows)?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(id, stamp)| stamp.map(|s| (id, s.version)))
+        .collect())
+}
+
 /// A cart `GET_CARTS` answered: read, or at the version the caller said it
 /// knows (then only its stamp was sent).
 pub(super) enum Current {

@@ -12,6 +12,7 @@ use super::sql;
 /// (a unit test keeps the list complete).
 const NAMES: &[(&str, &str)] = &[
     ("GET_CARTS", sql::GET_CARTS),
+    ("STAMP_CARTS", sql::STAMP_CARTS),
     ("LOCK_CARTS", sql::LOCK_CARTS),
     ("GET_KEY", sql::GET_KEY),
     ("FORGET_KEY", sql::FORGET_KEY),
