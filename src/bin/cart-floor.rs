@@ -3,9 +3,11 @@
 //! `WRITE_CART`), with the least work around them: no auth, metrics,
 //! logging, idempotency, validation or use-case layer; rows become the
 //! domain cart and go out through the service's own conversion. Like the
-//! service it remembers the carts it read or wrote: GET_CARTS then sends
-//! only the stamp of a cart still at the version remembered, and AddItems
-//! of a remembered cart is its write alone. GetCart of the id `echo` answers a fixed 3-line
+//! service it remembers the carts it read or wrote (without bound: the
+//! bench's carts are few): GetCart of a remembered cart checks its version
+//! (`STAMP_CARTS`) and reads it whole only when it changed, and AddItems of
+//! a remembered cart is its write alone. Same session settings as the
+//! service's pool (generic plans). GetCart of the id `echo` answers a fixed 3-line
 //! cart without the database: the cost of gRPC alone. Same server and pool
 //! settings as the service. `bench/floor.sh` drives it and the service
 //! back to back. Every other RPC is UNIMPLEMENTED.
@@ -24,7 +26,7 @@ use cart_service::{
     domain::{Cart, CartStatus, LineItem},
     grpc::convert::cart_into_proto,
     proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
-    store::postgres::statements::{GET_CARTS, WRITE_CART},
+    store::postgres::statements::{GET_CARTS, SESSION_SETTINGS, STAMP_CARTS, WRITE_CART},
 };
 use chrono::Utc;
 use clap::Parser;
@@ -118,6 +120,20 @@ impl Floor {
     async fn read(&self, id: Uuid) -> Result<(deadpool_postgres::Object, Cart), Status> {
         let c = self.pool.get().await.map_err(internal)?;
         let known = self.known.lock().unwrap().get(&id).cloned();
+        if let Some(known) = &known {
+            let stmt = c.prepare_cached(STAMP_CARTS).await.map_err(internal)?;
+            let rows = c
+                .query(&stmt, &[&TENANT, &vec![id]])
+                .await
+                .map_err(internal)?;
+            match rows.first() {
+                Some(row) if row.get::<_, i64>(3) == known.version => {
+                    return Ok((c, known.clone()));
+                }
+                Some(_) => {}
+                None => return Err(Status::not_found("cart")),
+            }
+        }
         let stmt = c.prepare_cached(GET_CARTS).await.map_err(internal)?;
         let rows = c
             .query(
@@ -392,7 +408,8 @@ fn echo_cart() -> proto::Cart {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: tokio_postgres::Config = args.database_url.parse()?;
+    let mut cfg: tokio_postgres::Config = args.database_url.parse()?;
+    cfg.options(SESSION_SETTINGS);
     let manager = Manager::from_config(
         cfg,
         NoTls,

@@ -16,10 +16,12 @@ mod retention;
 mod rows;
 mod sql;
 
-/// The statements the service runs, for the floor server
-/// (`src/bin/cart-floor.rs`), which must run the very same SQL.
+/// The statements the service runs and its session settings, for the
+/// floor server (`src/bin/cart-floor.rs`), which must run the very same SQL
+/// the same way.
 pub mod statements {
-    pub use super::sql::{GET_CARTS, WRITE_CART};
+    pub use super::SESSION_SETTINGS;
+    pub use super::sql::{GET_CARTS, STAMP_CARTS, WRITE_CART};
 }
 mod traced;
 mod unit;
@@ -144,7 +146,7 @@ impl PgStore {
 ///   default mode Postgres re-planned `GET_CARTS` at every call (a custom
 ///   plan of an array parameter looks cheaper than the generic one), ~1 ms
 ///   of planning for 0.1 ms of execution: GetCart ran at 0.4x.
-const SESSION_SETTINGS: &str = "-c statement_timeout=10s -c idle_in_transaction_session_timeout=10s \
+pub const SESSION_SETTINGS: &str = "-c statement_timeout=10s -c idle_in_transaction_session_timeout=10s \
      -c plan_cache_mode=force_generic_plan";
 
 /// The pool's connection settings: `cfg` with [`SESSION_SETTINGS`] after

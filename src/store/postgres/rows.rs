@@ -287,15 +287,43 @@ pub(super) fn events(rows: &[Row]) -> Result<Vec<CartEvent>, CartError> {
 /// Whether a change touched the head (anything but what every version
 /// changes: version, status, times, which the cart row and events keep).
 pub(super) fn head_changed(before: &Cart, after: &Cart) -> bool {
-    let stable = |c: &Cart| {
-        let mut h = head_of(c);
-        h.version = 0;
-        h.status = CartStatus::Active;
-        h.updated_at = h.created_at;
-        h.expires_at = None;
-        h
-    };
-    stable(before) != stable(after)
+    // Every field named (no `..`): a field added to Cart must be sorted
+    // here into the head or not, or this does not compile.
+    let Cart {
+        id,
+        customer_id,
+        reference,
+        currency,
+        country,
+        channel,
+        description,
+        metadata,
+        confirmation_type,
+        callback_url,
+        callback_cancel_url,
+        created_at,
+        merged_into_cart_id,
+        cancel_reason,
+        status: _,
+        items: _,
+        version: _,
+        updated_at: _,
+        expires_at: _,
+    } = before;
+    *id != after.id
+        || *customer_id != after.customer_id
+        || *reference != after.reference
+        || *currency != after.currency
+        || *country != after.country
+        || *channel != after.channel
+        || *description != after.description
+        || *metadata != after.metadata
+        || *confirmation_type != after.confirmation_type
+        || *callback_url != after.callback_url
+        || *callback_cancel_url != after.callback_cancel_url
+        || *created_at != after.created_at
+        || *merged_into_cart_id != after.merged_into_cart_id
+        || *cancel_reason != after.cancel_reason
 }
 
 /// The cart without its lines, as `carts.doc` and `cart_events.cart` keep it.
