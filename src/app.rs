@@ -85,6 +85,7 @@ pub async fn build_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Opt
                 url: url.clone(),
                 pool_size: config.db_pool_size,
                 timeout: config.db_timeout,
+                cache_bytes: config.cache_mib.saturating_mul(1024 * 1024),
             };
             let store = Arc::new(
                 PgStore::connect(&opts)

@@ -122,6 +122,11 @@ pub struct Config {
     #[arg(long, env = "CART_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
 
+    /// MiB of carts (by their encoded size) each replica remembers, so that
+    /// a change skips reading its cart and a read skips its lines; 0: none.
+    #[arg(long, env = "CART_CACHE_MIB", default_value_t = 64)]
+    pub cache_mib: u64,
+
     /// Bound on waiting for a Postgres connection; past it calls answer UNAVAILABLE.
     #[arg(long, env = "CART_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub db_timeout: Duration,
@@ -204,6 +209,7 @@ impl fmt::Debug for Config {
             .field("checkout_timeout", &self.checkout_timeout)
             .field("default_currency", &self.default_currency)
             .field("db_pool_size", &self.db_pool_size)
+            .field("cache_mib", &self.cache_mib)
             .field("log_format", &self.log_format)
             .field("otlp_endpoint", &self.otlp_endpoint)
             .finish_non_exhaustive()

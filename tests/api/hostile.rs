@@ -411,6 +411,7 @@ fn generated_requests_get_ok_or_a_clear_client_error(backend: Backend, cases: u3
                 url: fresh_database().await,
                 pool_size: 4,
                 timeout: std::time::Duration::from_secs(10),
+                cache_bytes: 1 << 20,
             };
             Arc::new(PgStore::connect(&opts).await.expect("Postgres store"))
         }),

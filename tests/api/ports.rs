@@ -37,6 +37,7 @@ async fn pg_store(url: &str) -> Arc<dyn Store> {
         url: url.to_string(),
         pool_size: 8,
         timeout: Duration::from_secs(10),
+        cache_bytes: 1 << 20,
     };
     Arc::new(PgStore::connect(&opts).await.expect("Postgres store"))
 }

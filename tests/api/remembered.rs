@@ -213,3 +213,27 @@ async fn every_answer_is_what_any_replica_reads_afterwards() {
         assert_eq!(answer.version, n as i64 + 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_remembered_every_change_reads_its_cart() {
+    let db = fresh_database().await;
+    let a = spawn_app_on(&db, |c| c.cache_mib = 0).await;
+    let b = spawn_app_on(&db, |c| c.cache_mib = 0).await;
+    let (mut ca, mut cb) = (a.client.clone(), b.client.clone());
+    let cart = create_cart(&mut ca, vec![]).await;
+    let mut last = cart.clone();
+    for i in 0..6 {
+        let client = if i % 2 == 0 { &mut ca } else { &mut cb };
+        last = client
+            .add_items(AddItemsRequest {
+                cart_id: cart.id.clone(),
+                items: vec![item("S", 1, "1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    }
+    assert_eq!((last.version, last.items[0].quantity), (7, 6));
+    read_everywhere(&mut ca, &mut cb, &last).await;
+}

@@ -55,6 +55,8 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Bound on waiting for a connection (and on opening one).
     pub timeout: Duration,
+    /// Encoded bytes of the carts the store remembers (`recent`); 0: none.
+    pub cache_bytes: u64,
 }
 
 pub struct PgStore {
@@ -107,7 +109,7 @@ impl PgStore {
             feed,
             committed,
             outbox,
-            recent: Arc::new(recent::Recent::new()),
+            recent: Arc::new(recent::Recent::new(opts.cache_bytes)),
         })
     }
 

@@ -4,7 +4,9 @@
 //! another replica, an expiry sweep, retention) costs a write that does
 //! nothing and a fresh read (`Conflict::Stale`), never a lost update.
 //! Reads (GetCart, ListCarts, watches) never come from here: they see what
-//! every replica committed. Bounded by the carts' encoded sizes.
+//! every replica committed. Bounded by the carts' encoded sizes
+//! (`CART_CACHE_MIB`; in memory a cart takes two to four times its
+//! encoded size, more for small carts).
 
 use std::sync::Arc;
 
@@ -12,12 +14,8 @@ use quick_cache::{Weighter, sync::Cache};
 
 use crate::domain::{Cart, CartId, TenantId, size::encoded_len};
 
-/// Encoded bytes of the carts remembered at most, per replica: some
-/// 50,000 carts of a few lines (a cart is at most 1 MiB). In memory a cart
-/// takes about four times its encoded size.
-const CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
-/// For the cache's sizing only.
-const ESTIMATED_CARTS: usize = 50_000;
+/// Encoded bytes of a cart of a few lines, for the cache's sizing only.
+const TYPICAL_CART_BYTES: u64 = 1024;
 
 /// A cart as stored, with its tenant (a cart id names one tenant's cart;
 /// another tenant asking for it must not see it).
@@ -37,19 +35,26 @@ impl Weighter<CartId, Arc<Kept>> for ByEncodedSize {
 }
 
 pub(super) struct Recent {
-    carts: Cache<CartId, Arc<Kept>, ByEncodedSize>,
+    /// None: remember nothing.
+    carts: Option<Cache<CartId, Arc<Kept>, ByEncodedSize>>,
 }
 
 impl Recent {
-    pub(super) fn new() -> Recent {
+    /// Remembers carts of up to `bytes` encoded bytes in all.
+    pub(super) fn new(bytes: u64) -> Recent {
+        let estimated = usize::try_from(bytes / TYPICAL_CART_BYTES).unwrap_or(usize::MAX);
         Recent {
-            carts: Cache::with_weighter(ESTIMATED_CARTS, CAPACITY_BYTES, ByEncodedSize),
+            carts: (bytes > 0)
+                .then(|| Cache::with_weighter(estimated.max(1), bytes, ByEncodedSize)),
         }
     }
 
     /// The tenant's cart `id` as this replica last saw it stored.
     pub(super) fn get(&self, tenant: &TenantId, id: CartId) -> Option<Arc<Kept>> {
-        self.carts.get(&id).filter(|k| k.tenant == *tenant)
+        self.carts
+            .as_ref()?
+            .get(&id)
+            .filter(|k| k.tenant == *tenant)
     }
 
     /// Remembers `cart` as stored now (read, or written and committed);
@@ -61,12 +66,16 @@ impl Recent {
             weight: encoded as u64 + 1,
             cart,
         });
-        self.carts.insert(kept.cart.id, kept.clone());
+        if let Some(carts) = &self.carts {
+            carts.insert(kept.cart.id, kept.clone());
+        }
         kept
     }
 
     /// Forgets the cart `id`: what is remembered may no longer be stored.
     pub(super) fn forget(&self, id: CartId) {
-        self.carts.remove(&id);
+        if let Some(carts) = &self.carts {
+            carts.remove(&id);
+        }
     }
 }
