@@ -1,14 +1,13 @@
--- GetCart as the service runs it: sql::GET_CARTS (src/store/postgres/sql.rs),
+-- GetCart as the service runs it: sql::GET_CART (src/store/postgres/sql.rs),
 -- one round trip answering the cart row (kind 0), its current head (kind 1)
 -- and its current lines (kind 2), for a cart the replica does not remember
 -- ($3 NULL: every cart read whole). Keep it in step with sql.rs.
 -- The cart is picked at random from the seeded carts; bench_ids(n, id) maps
 -- 1..:ncarts to their ids (pgbench variables cannot hold a uuid), looked up
--- inside the same statement so it stays one round trip ($2, the service's
--- uuid[] of one id, is ARRAY[that id]).
+-- inside the same statement so it stays one round trip ($2, the id).
 \set n random(1, :ncarts)
 WITH k AS (SELECT id, 1::int8 AS kept, version, status, updated_at, expires_at, NULL::int8 AS known FROM carts
-     WHERE tenant = :tenant AND id = ANY(ARRAY[(SELECT id FROM bench_ids WHERE n = :n)])),
+     WHERE tenant = :tenant AND id = (SELECT id FROM bench_ids WHERE n = :n)),
      fresh AS (SELECT id FROM k WHERE known IS DISTINCT FROM version)
 SELECT 0 AS kind, id AS cart_id, kept AS a, version AS b, NULL::int8 AS c,
        NULL::text AS t1, NULL::text AS t2, NULL::text AS t3, status AS t4, updated_at AS ts1,

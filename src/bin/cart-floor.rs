@@ -1,13 +1,13 @@
 //! The floor of our stack (issue 14): `cart.v1` GetCart and AddItems over
-//! the service's schema and the service's own statements (`GET_CARTS`,
+//! the service's schema and the service's own statements (`GET_CART`,
 //! `WRITE_CART`), with the least work around them: no auth, metrics,
 //! logging, idempotency, validation or use-case layer; rows become the
 //! domain cart and go out through the service's own conversion. Like the
 //! service it remembers the carts it read or wrote (without bound: the
 //! bench's carts are few): GetCart of a remembered cart checks its version
-//! (`STAMP_CARTS`) and reads it whole only when it changed, and AddItems of
+//! (`STAMP_CART`) and reads it whole only when it changed, and AddItems of
 //! a remembered cart is its write alone. Same session settings as the
-//! service's pool (generic plans). GetCart of the id `echo` answers a fixed 3-line
+//! service's pool. GetCart of the id `echo` answers a fixed 3-line
 //! cart without the database: the cost of gRPC alone. Same server and pool
 //! settings as the service. `bench/floor.sh` drives it and the service
 //! back to back. Every other RPC is UNIMPLEMENTED.
@@ -26,7 +26,7 @@ use cart_service::{
     domain::{Cart, CartStatus, LineItem},
     grpc::convert::cart_into_proto,
     proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
-    store::postgres::statements::{GET_CARTS, SESSION_SETTINGS, STAMP_CARTS, WRITE_CART},
+    store::postgres::statements::{GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART},
 };
 use chrono::Utc;
 use clap::Parser;
@@ -64,8 +64,8 @@ fn internal(e: impl std::fmt::Debug) -> Status {
     Status::internal(format!("{e:?}"))
 }
 
-/// A cart as it stands from GET_CARTS's rows (kinds 0, 1, 2 of its
-/// layout); `known`: the cart as remembered, when GET_CARTS was told its
+/// A cart as it stands from GET_CART's rows (kinds 0, 1, 2 of its
+/// layout); `known`: the cart as remembered, when GET_CART was told its
 /// version.
 fn cart_of(rows: &[Row], known: Option<Cart>) -> Result<Option<Cart>, Status> {
     let (mut cart, mut lines) = (None, Vec::new());
@@ -121,11 +121,8 @@ impl Floor {
         let c = self.pool.get().await.map_err(internal)?;
         let known = self.known.lock().unwrap().get(&id).cloned();
         if let Some(known) = &known {
-            let stmt = c.prepare_cached(STAMP_CARTS).await.map_err(internal)?;
-            let rows = c
-                .query(&stmt, &[&TENANT, &vec![id]])
-                .await
-                .map_err(internal)?;
+            let stmt = c.prepare_cached(STAMP_CART).await.map_err(internal)?;
+            let rows = c.query(&stmt, &[&TENANT, &id]).await.map_err(internal)?;
             match rows.first() {
                 Some(row) if row.get::<_, i64>(3) == known.version => {
                     return Ok((c, known.clone()));
@@ -134,12 +131,9 @@ impl Floor {
                 None => return Err(Status::not_found("cart")),
             }
         }
-        let stmt = c.prepare_cached(GET_CARTS).await.map_err(internal)?;
+        let stmt = c.prepare_cached(GET_CART).await.map_err(internal)?;
         let rows = c
-            .query(
-                &stmt,
-                &[&TENANT, &vec![id], &vec![known.as_ref().map(|k| k.version)]],
-            )
+            .query(&stmt, &[&TENANT, &id, &known.as_ref().map(|k| k.version)])
             .await
             .map_err(internal)?;
         let cart = cart_of(&rows, known)?.ok_or_else(|| Status::not_found("cart"))?;

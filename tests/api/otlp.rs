@@ -179,7 +179,7 @@ async fn calls_callbacks_and_statements_arrive_as_linked_spans() {
     let reads = children(&spans, get);
     assert_eq!(reads.len(), 1, "{reads:#?}");
     // The replica that made the cart remembers it: it checks the version.
-    assert_eq!(reads[0].span.name, "STAMP_CARTS");
+    assert_eq!(reads[0].span.name, "STAMP_CART");
 
     let missing = one(&spans, "GetCart NOT_FOUND", |s| {
         s.int_attr("rpc.grpc.status_code") == Some(Code::NotFound as i64)

@@ -21,7 +21,7 @@ mod sql;
 /// the same way.
 pub mod statements {
     pub use super::SESSION_SETTINGS;
-    pub use super::sql::{GET_CARTS, STAMP_CARTS, WRITE_CART};
+    pub use super::sql::{GET_CART, STAMP_CART, WRITE_CART};
 }
 mod traced;
 mod unit;
@@ -139,17 +139,14 @@ impl PgStore {
     }
 }
 
-/// The settings of the service's sessions.
-/// - Bounds on what one of its statements or transactions may hold: an
-///   event writer delays the events after it until it ends (see `feed`),
-///   and a stuck one must not hold watchers back for long.
-/// - Generic plans for its prepared statements: each is written to be
-///   served by its index whatever its parameters (`sql`), and under the
-///   default mode Postgres re-planned `GET_CARTS` at every call (a custom
-///   plan of an array parameter looks cheaper than the generic one), ~1 ms
-///   of planning for 0.1 ms of execution: GetCart ran at 0.4x.
-pub const SESSION_SETTINGS: &str = "-c statement_timeout=10s -c idle_in_transaction_session_timeout=10s \
-     -c plan_cache_mode=force_generic_plan";
+/// The settings of the service's sessions: bounds on what one of its
+/// statements or transactions may hold: an event writer delays the events
+/// after it until it ends (see `feed`), and a stuck one must not hold
+/// watchers back for long. (Plans stay Postgres's choice: forcing generic
+/// plans made the retention and ListCarts statements, whose `LIMIT $n` a
+/// generic plan takes for a tenth of the table, scan whole tables.)
+pub const SESSION_SETTINGS: &str =
+    "-c statement_timeout=10s -c idle_in_transaction_session_timeout=10s";
 
 /// The pool's connection settings: `cfg` with [`SESSION_SETTINGS`] after
 /// any options of its own.
@@ -161,6 +158,19 @@ fn bounded(cfg: &tokio_postgres::Config) -> tokio_postgres::Config {
     };
     cfg.options(&options);
     cfg
+}
+
+/// Runs one of the prepared statements of `sql`.
+async fn query(
+    c: &deadpool_postgres::Object,
+    text: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, Conflict> {
+    let stmt = c.prepare_cached(text).await.map_err(fail)?;
+    c.query(&stmt, params)
+        .instrument(traced::statement(text))
+        .await
+        .map_err(fail)
 }
 
 /// The tenant's carts among `ids` as they stand (those that exist), read
@@ -182,13 +192,13 @@ async fn get_carts(
         .iter()
         .map(|k| k.as_ref().map(|k| k.cart.version))
         .collect();
+    // One cart: the statements of one (see GET_CART).
+    let one = (ids.len() == 1).then(|| (ids[0], versions[0]));
     if versions.iter().all(Option::is_some) {
-        let stmt = c.prepare_cached(sql::STAMP_CARTS).await.map_err(fail)?;
-        let rows = c
-            .query(&stmt, &[&tenant.as_str(), &ids])
-            .instrument(traced::statement(sql::STAMP_CARTS))
-            .await
-            .map_err(fail)?;
+        let rows = match one {
+            Some((id, _)) => query(c, sql::STAMP_CART, &[&tenant.as_str(), &id]).await?,
+            None => query(c, sql::STAMP_CARTS, &[&tenant.as_str(), &ids]).await?,
+        };
         let stored = rows::versions(&rows)?;
         let unchanged = stored.len() == ids.len()
             && stored.iter().all(|(id, version)| {
@@ -199,12 +209,10 @@ async fn get_carts(
             return Ok(remembered.into_iter().flatten().collect());
         }
     }
-    let stmt = c.prepare_cached(sql::GET_CARTS).await.map_err(fail)?;
-    let rows = c
-        .query(&stmt, &[&tenant.as_str(), &ids, &versions])
-        .instrument(traced::statement(sql::GET_CARTS))
-        .await
-        .map_err(fail)?;
+    let rows = match one {
+        Some((id, version)) => query(c, sql::GET_CART, &[&tenant.as_str(), &id, &version]).await?,
+        None => query(c, sql::GET_CARTS, &[&tenant.as_str(), &ids, &versions]).await?,
+    };
     let known: Vec<(CartId, i64)> = ids
         .iter()
         .zip(&versions)

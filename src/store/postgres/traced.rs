@@ -12,7 +12,9 @@ use super::sql;
 /// (a unit test keeps the list complete).
 const NAMES: &[(&str, &str)] = &[
     ("GET_CARTS", sql::GET_CARTS),
+    ("GET_CART", sql::GET_CART),
     ("STAMP_CARTS", sql::STAMP_CARTS),
+    ("STAMP_CART", sql::STAMP_CART),
     ("LOCK_CARTS", sql::LOCK_CARTS),
     ("GET_KEY", sql::GET_KEY),
     ("FORGET_KEY", sql::FORGET_KEY),
