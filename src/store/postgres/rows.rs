@@ -170,7 +170,7 @@ pub(super) fn carts(rows: &[Row]) -> Result<Vec<Option<Cart>>, CartError> {
         .collect()
 }
 
-/// The stored versions of the carts the rows of `STAMP_CARTS` answered.
+/// The stored versions of the carts the rows of `STAMP_CART(S)` answered.
 pub(super) fn versions(rows: &[Row]) -> Result<Vec<(CartId, i64)>, CartError> {
     let (found, _) = stamped(rows)?;
     Ok(found
@@ -179,14 +179,14 @@ pub(super) fn versions(rows: &[Row]) -> Result<Vec<(CartId, i64)>, CartError> {
         .collect())
 }
 
-/// A cart `GET_CARTS` answered: read, or at the version the caller said it
+/// A cart `GET_CART(S)` answered: read, or at the version the caller said it
 /// knows (then only its stamp was sent).
 pub(super) enum Current {
     Read(Box<Cart>),
     AsKnown(CartId),
 }
 
-/// Carts from the rows of `GET_CARTS`, asked with `known` (cart id and
+/// Carts from the rows of `GET_CART(S)`, asked with `known` (cart id and
 /// version) as its `$2`/`$3`. In no order.
 pub(super) fn current(rows: &[Row], known: &[(CartId, i64)]) -> Result<Vec<Current>, CartError> {
     let (found, states) = stamped(rows)?;

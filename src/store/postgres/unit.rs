@@ -181,7 +181,7 @@ impl UnitOfWork for PgUnit {
                 return Ok(Vec::new());
             }
             if locked {
-                // Its snapshot comes after the locks: GET_CARTS then reads
+                // Its snapshot comes after the locks: the read then sees
                 // the carts as they stand while this unit holds them.
                 let stmt = c.prepare_cached(sql::LOCK_CARTS).await.map_err(fail)?;
                 c.query(&stmt, &[&tenant.as_str(), &ids])
