@@ -1,6 +1,7 @@
 -- AddItems of one line as the service runs it without a request_id
 -- (src/store/postgres/sql.rs; keep it in step): sql::GET_CARTS, then
--- sql::WRITE_CART, two round trips in autocommit.
+-- sql::WRITE_CART, two round trips in autocommit: the path of a cart the
+-- replica does not remember (a remembered one is the write alone).
 --
 -- The read is GET_CARTS as the service sends it (every row still comes
 -- back), with columns added that Postgres computes from those rows where
