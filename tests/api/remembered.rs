@@ -7,18 +7,33 @@
 use std::collections::BTreeMap;
 
 use cart_service::proto::{
-    AddItemsRequest, ClearCartRequest, RemoveItemsRequest, SetItemsRequest, UpdateCartRequest,
+    AddItemsRequest, Cart, ClearCartRequest, ItemInput, RemoveItemsRequest, SetItemsRequest,
+    UpdateCartRequest,
 };
 
 use crate::helpers::{Client, create_cart, fresh_database, get, item, spawn_app_on, submit};
 
+/// AddItems of `items` to the cart `id`, at `expected_version` (0: any).
+async fn add(
+    client: &mut Client,
+    id: &str,
+    items: Vec<ItemInput>,
+    expected_version: i64,
+) -> Result<Cart, tonic::Status> {
+    client
+        .add_items(AddItemsRequest {
+            cart_id: id.into(),
+            items,
+            expected_version,
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// The answer of a change is what both replicas read next: the one that
 /// wrote it (and remembers it) and the other.
-async fn read_everywhere(
-    writer: &mut Client,
-    other: &mut Client,
-    answer: &cart_service::proto::Cart,
-) {
+async fn read_everywhere(writer: &mut Client, other: &mut Client, answer: &Cart) {
     assert_eq!(
         &get(other, &answer.id).await,
         answer,
@@ -51,12 +66,7 @@ async fn changes_alternating_between_two_replicas_lose_nothing() {
                 .await
                 .unwrap();
         } else {
-            client
-                .add_items(AddItemsRequest {
-                    cart_id: cart.id.clone(),
-                    items: vec![item("S", 1, "1")],
-                    ..Default::default()
-                })
+            add(client, &cart.id, vec![item("S", 1, "1")], 0)
                 .await
                 .unwrap();
         }
@@ -77,37 +87,19 @@ async fn a_change_refused_on_what_a_replica_remembers_is_judged_on_the_stored_ca
     let (mut ca, mut cb) = (a.client.clone(), b.client.clone());
     let cart = create_cart(&mut ca, vec![item("A", 1, "1")]).await;
     // A remembers version 1; B makes version 2.
-    let on_b = cb
-        .add_items(AddItemsRequest {
-            cart_id: cart.id.clone(),
-            items: vec![item("B", 1, "1")],
-            ..Default::default()
-        })
+    let on_b = add(&mut cb, &cart.id, vec![item("B", 1, "1")], 0)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     // Right for the stored cart, wrong for what A remembers.
-    let on_a = ca
-        .add_items(AddItemsRequest {
-            cart_id: cart.id.clone(),
-            items: vec![item("C", 1, "1")],
-            expected_version: on_b.version,
-            ..Default::default()
-        })
+    let on_a = add(&mut ca, &cart.id, vec![item("C", 1, "1")], on_b.version)
         .await
-        .expect("expected_version of the stored cart is accepted")
-        .into_inner();
+        .expect("expected_version of the stored cart is accepted");
     assert_eq!(on_a.version, 3);
     let skus: Vec<&str> = on_a.items.iter().map(|l| l.sku.as_str()).collect();
     assert_eq!(skus, ["A", "B", "C"]);
     // B submits: A, remembering an ACTIVE cart, must refuse a change now.
     submit(&mut cb, &cart.id).await;
-    let refused = ca
-        .add_items(AddItemsRequest {
-            cart_id: cart.id.clone(),
-            items: vec![item("D", 1, "1")],
-            ..Default::default()
-        })
+    let refused = add(&mut ca, &cart.id, vec![item("D", 1, "1")], 0)
         .await
         .unwrap_err();
     assert_eq!(
@@ -130,16 +122,10 @@ async fn every_answer_is_what_any_replica_reads_afterwards() {
     let id = cart.id.clone();
     let mut answers = vec![cart];
     read_everywhere(&mut ca, &mut cb, &answers[0]).await;
-    let add = |items| AddItemsRequest {
-        cart_id: id.clone(),
-        items,
-        ..Default::default()
-    };
     answers.push(
-        ca.add_items(add(vec![with_attributes, item("C", 1, "1")]))
+        add(&mut ca, &id, vec![with_attributes, item("C", 1, "1")], 0)
             .await
-            .unwrap()
-            .into_inner(),
+            .unwrap(),
     );
     read_everywhere(&mut ca, &mut cb, answers.last().unwrap()).await;
     answers.push(
@@ -184,10 +170,9 @@ async fn every_answer_is_what_any_replica_reads_afterwards() {
     );
     read_everywhere(&mut ca, &mut cb, answers.last().unwrap()).await;
     answers.push(
-        ca.add_items(add(vec![item("A", 2, "1.10")]))
+        add(&mut ca, &id, vec![item("A", 2, "1.10")], 0)
             .await
-            .unwrap()
-            .into_inner(),
+            .unwrap(),
     );
     read_everywhere(&mut ca, &mut cb, answers.last().unwrap()).await;
     answers.push(
@@ -200,12 +185,7 @@ async fn every_answer_is_what_any_replica_reads_afterwards() {
         .into_inner(),
     );
     read_everywhere(&mut ca, &mut cb, answers.last().unwrap()).await;
-    answers.push(
-        ca.add_items(add(vec![item("E", 1, "5")]))
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    answers.push(add(&mut ca, &id, vec![item("E", 1, "5")], 0).await.unwrap());
     read_everywhere(&mut ca, &mut cb, answers.last().unwrap()).await;
     answers.push(submit(&mut ca, &id).await);
     read_everywhere(&mut ca, &mut cb, answers.last().unwrap()).await;
@@ -224,15 +204,9 @@ async fn with_nothing_remembered_every_change_reads_its_cart() {
     let mut last = cart.clone();
     for i in 0..6 {
         let client = if i % 2 == 0 { &mut ca } else { &mut cb };
-        last = client
-            .add_items(AddItemsRequest {
-                cart_id: cart.id.clone(),
-                items: vec![item("S", 1, "1")],
-                ..Default::default()
-            })
+        last = add(client, &cart.id, vec![item("S", 1, "1")], 0)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
     }
     assert_eq!((last.version, last.items[0].quantity), (7, 6));
     read_everywhere(&mut ca, &mut cb, &last).await;

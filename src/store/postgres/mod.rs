@@ -213,19 +213,13 @@ async fn get_carts(
         Some((id, version)) => query(c, sql::GET_CART, &[&tenant.as_str(), &id, &version]).await?,
         None => query(c, sql::GET_CARTS, &[&tenant.as_str(), &ids, &versions]).await?,
     };
-    let known: Vec<(CartId, i64)> = ids
-        .iter()
-        .zip(&versions)
-        .filter_map(|(&id, v)| v.map(|v| (id, v)))
-        .collect();
-    rows::current(&rows, &known)?
+    let at = |id: CartId| ids.binary_search(&id).ok();
+    rows::current(&rows, |id| at(id).and_then(|i| versions[i]))?
         .into_iter()
         .map(|found| match found {
             Current::Read(cart) => Ok(recent.keep(tenant, *cart, None)),
-            Current::AsKnown(id) => ids
-                .binary_search(&id)
-                .ok()
-                .and_then(|at| remembered[at].clone())
+            Current::AsKnown(id) => at(id)
+                .and_then(|i| remembered[i].clone())
                 .ok_or_else(|| CartError::internal("a known cart not asked for").into()),
         })
         .collect()

@@ -60,15 +60,20 @@ impl Recent {
     /// Remembers `cart` as stored now (read, or written and committed);
     /// `encoded`: its encoded size, when known.
     pub(super) fn keep(&self, tenant: &TenantId, cart: Cart, encoded: Option<usize>) -> Arc<Kept> {
+        let Some(carts) = &self.carts else {
+            return Arc::new(Kept {
+                tenant: tenant.clone(),
+                cart,
+                weight: 0,
+            });
+        };
         let encoded = encoded.unwrap_or_else(|| encoded_len(&cart));
         let kept = Arc::new(Kept {
             tenant: tenant.clone(),
             weight: encoded as u64 + 1,
             cart,
         });
-        if let Some(carts) = &self.carts {
-            carts.insert(kept.cart.id, kept.clone());
-        }
+        carts.insert(kept.cart.id, kept.clone());
         kept
     }
 

@@ -186,16 +186,19 @@ pub(super) enum Current {
     AsKnown(CartId),
 }
 
-/// Carts from the rows of `GET_CART(S)`, asked with `known` (cart id and
-/// version) as its `$2`/`$3`. In no order.
-pub(super) fn current(rows: &[Row], known: &[(CartId, i64)]) -> Result<Vec<Current>, CartError> {
+/// Carts from the rows of `GET_CART(S)`, asked with `known` (the version
+/// of a cart the caller has) as its `$3`. In no order.
+pub(super) fn current(
+    rows: &[Row],
+    known: impl Fn(CartId) -> Option<i64>,
+) -> Result<Vec<Current>, CartError> {
     let (found, states) = stamped(rows)?;
     found
         .into_iter()
         .map(|(id, stamp)| {
             let stamp =
                 stamp.ok_or_else(|| CartError::internal("a cart read without its stamp"))?;
-            if known.contains(&(id, stamp.version)) {
+            if known(id) == Some(stamp.version) {
                 return Ok(Current::AsKnown(id));
             }
             states

@@ -167,9 +167,10 @@ impl UnitOfWork for PgUnit {
         key: Option<&str>,
     ) -> Result<Loaded, Conflict> {
         let locked = self.in_tx;
-        let in_memory: Option<Vec<Arc<Kept>>> = match self.remembers && !ids.is_empty() {
-            true => ids.iter().map(|&id| self.recent.get(tenant, id)).collect(),
-            false => None,
+        let in_memory: Option<Vec<Arc<Kept>>> = if self.remembers && !ids.is_empty() {
+            ids.iter().map(|&id| self.recent.get(tenant, id)).collect()
+        } else {
+            None
         };
         let from_memory = in_memory.is_some();
         let (c, recent) = (self.client(), &self.recent);
