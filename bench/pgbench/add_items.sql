@@ -45,14 +45,16 @@ WITH t AS (
     WHERE tenant = :tenant AND id = :cart_id AND version = :v::bigint - 1
     RETURNING id, version
 ), head_ended AS (
-    UPDATE cart_heads h SET valid_to = t.version FROM t
-    WHERE NULL::jsonb IS NOT NULL AND h.tenant = :tenant AND h.cart_id = t.id AND h.valid_to IS NULL
+    UPDATE cart_heads h SET valid_to = :v
+    WHERE NULL::jsonb IS NOT NULL AND h.tenant = :tenant AND h.cart_id = :cart_id AND h.valid_to IS NULL
+      AND EXISTS (SELECT FROM t)
 ), head AS (
     INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
     SELECT :tenant, id, version, NULL::jsonb FROM t WHERE NULL::jsonb IS NOT NULL
 ), ended AS (
-    UPDATE cart_lines l SET valid_to = t.version FROM t
-    WHERE l.tenant = :tenant AND l.cart_id = t.id AND l.valid_to IS NULL AND l.sku = ANY(:ended::text[])
+    UPDATE cart_lines l SET valid_to = :v
+    WHERE l.tenant = :tenant AND l.cart_id = :cart_id AND l.valid_to IS NULL AND l.sku = ANY(:ended::text[])
+      AND EXISTS (SELECT FROM t)
     RETURNING l.sku, l.position
 ), lines AS (
     INSERT INTO cart_lines (tenant, cart_id, sku, valid_from, position, name, quantity,

@@ -186,6 +186,9 @@ SELECT count(*) FROM t"
 /// the cart and version the key answers, $16 callback id, $17 callback URL
 /// (NULL: no callback due), $18 callback payload, $19 ended SKUs, $20..$26
 /// new lines, $27 when the cart became final (NULL while it is not).
+/// The states it ends are found by `$2`, not by a join with `t`: joined,
+/// a planner without statistics (a fresh database before its first
+/// ANALYZE) scanned every current line of the tenant per change.
 pub const WRITE_CART: &str = concat!(
     "
 WITH t AS (
@@ -194,14 +197,16 @@ WITH t AS (
     WHERE tenant = $1 AND id = $2 AND version = $3::bigint - 1
     RETURNING id, version
 ), head_ended AS (
-    UPDATE cart_heads h SET valid_to = t.version FROM t
-    WHERE $8::jsonb IS NOT NULL AND h.tenant = $1 AND h.cart_id = t.id AND h.valid_to IS NULL
+    UPDATE cart_heads h SET valid_to = $3
+    WHERE $8::jsonb IS NOT NULL AND h.tenant = $1 AND h.cart_id = $2 AND h.valid_to IS NULL
+      AND EXISTS (SELECT FROM t)
 ), head AS (
     INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
     SELECT $1, id, version, $8 FROM t WHERE $8::jsonb IS NOT NULL
 ), ended AS (
-    UPDATE cart_lines l SET valid_to = t.version FROM t
-    WHERE l.tenant = $1 AND l.cart_id = t.id AND l.valid_to IS NULL AND l.sku = ANY($19::text[])
+    UPDATE cart_lines l SET valid_to = $3
+    WHERE l.tenant = $1 AND l.cart_id = $2 AND l.valid_to IS NULL AND l.sku = ANY($19::text[])
+      AND EXISTS (SELECT FROM t)
     RETURNING l.sku, l.position
 ), lines AS (",
     new_lines!(
