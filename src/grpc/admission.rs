@@ -242,7 +242,7 @@ impl Drop for Permit {
 }
 
 /// Calls admission applies to: unary calls of the cart services.
-fn is_bounded(path: &str) -> bool {
+pub(super) fn is_bounded(path: &str) -> bool {
     let cart = path.starts_with("/cart.v1.CartService/") || path.starts_with("/hipstershop.");
     cart && !path.ends_with("/WatchCart") && !path.ends_with("/WatchCarts")
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod codec;
 pub mod convert;
 pub mod deadline;
+pub mod fair_gate;
 pub mod parse;
 pub mod service;
 pub mod status;
