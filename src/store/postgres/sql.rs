@@ -399,15 +399,19 @@ pub const LOCK_COMPACTION: &str =
 /// and its cart's event at or below $1, kept as current by an earlier
 /// batch and superseded since, goes with it (orphaned). The compaction
 /// point moves to the last event passed. Answers the rows deleted.
-/// The memory store's `Events::purge` follows the same rule.
+/// The memory store's `Events::purge` follows the same rule. Young
+/// events are past the stop: their cart and first event are not looked up
+/// (with nothing old enough, a pass read 20,000 buffers for 2,000 events).
 pub const PURGE_EVENTS: &str = "
 WITH scan AS (
     SELECT e.sequence, e.tenant, e.cart_id, e.version, e.occurred_at > $3 AS young,
-           c.version IS DISTINCT FROM e.version AS stale,
-           (SELECT o.sequence FROM cart_events o WHERE o.tenant = e.tenant AND o.cart_id = e.cart_id
-            ORDER BY o.version LIMIT 1) <= $1 AS orphaned
+           CASE WHEN e.occurred_at <= $3 THEN
+               (SELECT c.version FROM carts c WHERE c.tenant = e.tenant AND c.id = e.cart_id)
+               IS DISTINCT FROM e.version END AS stale,
+           CASE WHEN e.occurred_at <= $3 THEN
+               (SELECT o.sequence FROM cart_events o WHERE o.tenant = e.tenant AND o.cart_id = e.cart_id
+                ORDER BY o.version LIMIT 1) <= $1 END AS orphaned
     FROM cart_events e
-    LEFT JOIN carts c ON c.tenant = e.tenant AND c.id = e.cart_id
     WHERE e.sequence > $1 AND e.sequence <= $2
     ORDER BY e.sequence
     LIMIT $5
