@@ -333,17 +333,15 @@ fn in_flight_bound(config: &Config) -> Bound {
 }
 
 /// How many admitted calls run at once (the others take turns,
-/// `grpc::fair_gate`): at most one per pooled Postgres connection, since
-/// a call past the pool would only wait for one, and at most four per core:
-/// past that, running calls only share the CPU, and a quiet tenant's call
-/// waits for every one of them (on this 2-core machine, 8 running calls
-/// gave that tenant a p99 of 23 ms beside a 10x burst of another tenant,
-/// 16 gave 35 ms, at the same throughput; BENCHMARKS.md). On the memory
-/// store, as many as are admitted.
+/// `grpc::fair_gate`): one per pooled Postgres connection, since a call
+/// past the pool would only wait for one. Fewer would favour reads and a
+/// quiet tenant's latency but cost writes their group commits (A/Bs on
+/// this 2-core machine against no turns at all, 64 clients: add-items
+/// 0.81–0.83x with 8 running, 0.96–1.02x with 16; BENCHMARKS.md). On the
+/// memory store, as many as are admitted.
 fn running_slots(config: &Config) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match (config.database_url.as_ref(), in_flight_bound(config)) {
-        (Some(_), _) => config.db_pool_size.min(4 * cores),
+        (Some(_), _) => config.db_pool_size,
         (None, Bound::Fixed(n) | Bound::Adaptive { max: n, .. }) => n,
     }
 }

@@ -119,7 +119,7 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
         None,
     )
     .await?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let watch_channels = connect(&args.addr, args.watch_connections).await?;
@@ -155,10 +155,13 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
             match first {
                 Ok(mut stream) => {
                     opened.fetch_add(1, Ordering::Relaxed);
-                    while !stop.load(Ordering::Relaxed) {
+                    // One wake-up at the end, not a timer per stream (100,000
+                    // streams polling every 500 ms kept this process busy).
+                    let mut stop = stop;
+                    loop {
                         tokio::select! {
                             m = stream.message() => if !matches!(m, Ok(Some(_))) { break },
-                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = stop.wait_for(|s| *s) => break,
                         }
                     }
                 }
@@ -190,7 +193,7 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
     )
     .await?;
     let rss_loaded = rss_kib(args.server_pid);
-    stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
     }
