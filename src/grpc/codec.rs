@@ -2,7 +2,7 @@
 //! does not decode (bad bytes, invalid UTF-8 in a string) is the caller's
 //! bad input, INVALID_ARGUMENT with our ErrorInfo, not INTERNAL.
 //!
-//! Buffers start at 1 KiB instead of tonic's 8 KiB: tonic allocates one per
+//! Buffers start at 512 bytes instead of tonic's 8 KiB: tonic allocates one per
 //! call and keeps it for as long as a stream is open, so with tonic's size
 //! an idle watch stream held 8 KiB for nothing (a cart event of a small
 //! cart encodes in a few hundred bytes). Larger messages grow the buffer.
@@ -20,7 +20,7 @@ use crate::domain::{CartError, Reason};
 
 /// The first buffer of a call (see the module notes); tonic's yield threshold.
 fn buffers() -> BufferSettings {
-    BufferSettings::new(1024, 32 * 1024)
+    BufferSettings::new(512, 32 * 1024)
 }
 
 #[derive(Debug)]

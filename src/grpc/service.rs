@@ -434,11 +434,18 @@ impl CartService for CartApi {
             .current_event(&tenant, id)
             .await
             .map_err(to_status)?;
-        let first = (r.after_version == 0).then_some(current);
+        let first = (r.after_version == 0).then(|| Arc::new(current));
         let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
+        // Boxed: the task would otherwise hold the loop's state twice.
         tokio::spawn(run_holding(
             slot,
-            watching::cart_events(self.watcher(tenant, tx), id, first, r.after_version, live),
+            Box::pin(watching::cart_events(
+                self.watcher(tenant, tx),
+                id,
+                first,
+                r.after_version,
+                live,
+            )),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }
@@ -470,17 +477,22 @@ impl CartService for CartApi {
         let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
         tokio::spawn(run_holding(
             slot,
-            watching::tenant_events(self.watcher(tenant, tx), statuses, after, progress),
+            Box::pin(watching::tenant_events(
+                self.watcher(tenant, tx),
+                statuses,
+                after,
+                progress,
+            )),
         ));
         Ok(Response::new(events_to_proto(rx)))
     }
 }
 
 /// The client side of a watcher's channel, as proto events.
-fn events_to_proto(rx: mpsc::Receiver<Result<watching::Watched, CartError>>) -> EventStream {
+fn events_to_proto(rx: mpsc::Receiver<Result<watching::Watched, Box<CartError>>>) -> EventStream {
     Box::pin(ReceiverStream::new(rx).map(|r| match r {
         Ok(w) => Ok(convert::watched_to_proto(&w)),
-        Err(e) => Err(to_status(e)),
+        Err(e) => Err(to_status(*e)),
     }))
 }
 
