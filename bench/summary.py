@@ -12,6 +12,7 @@ for line in sys.stdin:
         continue
     d = json.loads(line)
     r = d["result"]
+    r = r.get("result", r)  # watch-latency nests its figures one level deeper
     for op, v in r.get("ops", {}).items():
         print(
             f"{label} c={d['concurrency']} {op:<12} {v['rate']:8.0f}/s p50 {v['p50_ms']:6.2f} "

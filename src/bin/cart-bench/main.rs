@@ -181,6 +181,10 @@ struct Args {
     /// Server process id: report its VmRSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The process serving the watchers (watch-latency): its CPU time per
+    /// delivered event.
+    #[arg(long)]
+    watch_server_pid: Option<u32>,
     /// The server's operations address (CART_METRICS_ADDR, host:port) for /metrics (churn, soak).
     #[arg(long)]
     metrics_addr: Option<String>,

@@ -16,6 +16,8 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
     let measure_from = Instant::now() + args.warmup;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stats>();
     let opened = Arc::new(AtomicU64::new(0));
+    // Every change received (snapshots apart), for CPU per delivered event.
+    let received = Arc::new(AtomicU64::new(0));
     for w in 0..args.watchers {
         let mut c = CartServiceClient::new(watch_channels[w % watch_channels.len()].clone());
         let req = ctx.req(proto::WatchCartRequest {
@@ -23,6 +25,7 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
             after_version: 0,
         });
         let (stop, tx, opened) = (stop.clone(), tx.clone(), opened.clone());
+        let received = received.clone();
         tokio::spawn(async move {
             let mut stats = Stats::default();
             match c.watch_cart(req).await {
@@ -42,6 +45,7 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
                                 if std::mem::take(&mut first) {
                                     continue; // the snapshot, not a change
                                 }
+                                received.fetch_add(1, Ordering::Relaxed);
                                 if Instant::now() < measure_from {
                                     continue;
                                 }
@@ -72,6 +76,9 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let open = opened.load(Ordering::Relaxed);
+    // cpu_ticks(None) would read this process: only with a pid.
+    let watch_cpu = || args.watch_server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let cpu_start = (watch_cpu(), received.load(Ordering::Relaxed));
     let (writes, secs) = drive(
         ctx.clone(),
         Scenario::AddItems,
@@ -84,6 +91,12 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
     .await?;
     // Give in-flight events a moment, then stop the watchers.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = received.load(Ordering::Relaxed) - cpu_start.1;
+    // Clock ticks are 10 ms: over a run of seconds, a few per mille.
+    let cpu_per_event_us = match (cpu_start.0, watch_cpu()) {
+        (Some(a), Some(b)) if events > 0 => Some((b - a) as f64 * 10_000.0 / events as f64),
+        _ => None,
+    };
     stop.store(true, Ordering::Relaxed);
     let mut watch = Stats::default();
     while let Some(s) = rx.recv().await {
@@ -100,9 +113,16 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
         &all,
         secs,
     );
-    Ok(
-        serde_json::json!({ "watchers_open": open, "watch_addr": watch_addr, "result": stats_json(&all, secs) }),
-    )
+    if let Some(us) = cpu_per_event_us {
+        println!("  watch server CPU {us:.1} us per delivered event ({events} events)");
+    }
+    Ok(serde_json::json!({
+        "watchers_open": open,
+        "watch_addr": watch_addr,
+        "events_delivered": events,
+        "watch_server_cpu_us_per_event": cpu_per_event_us,
+        "result": stats_json(&all, secs),
+    }))
 }
 
 /// Holds N WatchCart streams; GetCart latency idle vs with the streams open; server RSS.
