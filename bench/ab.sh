@@ -5,7 +5,8 @@
 #   bench/ab.sh <binary-A> <binary-B> [scenario...]
 #   A_ENV="CART_DB_POOL_SIZE=16" B_ENV="CART_DB_POOL_SIZE=32" bench/ab.sh target/release/cart-service target/release/cart-service
 #
-# Environment: ROUNDS (2), CONCURRENCY (64), DURATION (10), CARTS (1000),
+# Environment: ROUNDS (2), CONCURRENCY (64), DURATION (10), CARTS (1000), RATE
+# (unset: closed loop; set: calls per second, e.g. watch-latency's writes),
 # PORT (30152), A_ENV / B_ENV (extra server environment). Each side gets its
 # own fresh database, seeded through the service the same way.
 set -euo pipefail
@@ -31,7 +32,7 @@ run_side() { # label binary env
     "$BENCH" --scenario ready --addr "http://127.0.0.1:$PORT" >/dev/null
     for s in $SCENARIOS; do
         "$BENCH" --scenario "$s" --addr "http://127.0.0.1:$PORT" --no-seed --carts "$CARTS" \
-            --concurrency "$CONCURRENCY" --duration "${DURATION}s" --server-pid "$PID" --label "ab-$label" |
+            --concurrency "$CONCURRENCY" --duration "${DURATION}s" --server-pid "$PID" --label "ab-$label" ${RATE:+--rate "$RATE"} |
             python3 bench/summary.py "$label"
     done
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
