@@ -34,9 +34,10 @@
 //! - Each watcher subscribes to the feed *before* it catches up from the
 //!   log, then follows the broadcast, skipping what it has already sent. A
 //!   watcher that falls behind the bounded broadcast (lagged) catches up
-//!   from the log again; a slow client only fills its own bounded channel.
-//!   Writers never wait for watchers, and memory stays bounded.
-//! - A watcher ends as soon as its client leaves (its channel closes), not
+//!   from the log again; a slow client is simply not polled (the loop runs
+//!   inside its response stream, `crate::watch::outlet`), so it lags and
+//!   catches up. Writers never wait for watchers, and memory stays bounded.
+//! - A watcher ends as soon as its client leaves (its stream is dropped), not
 //!   at its next event, and a cart's channel is removed with its last
 //!   subscriber: a replica's watch memory follows the streams open now.
 

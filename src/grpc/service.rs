@@ -6,8 +6,8 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -27,7 +27,7 @@ use crate::{
     proto::{self, cart_service_server::CartService},
     telemetry,
     usecase::{Carts, MergeRequest},
-    watch as watching,
+    watch::{self as watching, WatchStream},
 };
 
 pub struct CartApi {
@@ -119,14 +119,14 @@ impl CartApi {
         self
     }
 
-    fn watcher(&self, tenant: TenantId, tx: watching::Sender) -> watching::Watcher {
+    fn watcher(&self, tenant: TenantId, out: watching::Outlet) -> watching::Watcher {
         watching::Watcher {
             log: self.events.clone(),
             tenant,
             lifetime: self.stream_lifetime,
             closing: self.closing.clone(),
             metrics: self.metrics.clone(),
-            tx,
+            out,
         }
     }
 
@@ -435,19 +435,19 @@ impl CartService for CartApi {
             .await
             .map_err(to_status)?;
         let first = (r.after_version == 0).then(|| Arc::new(current));
-        let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
-        // Boxed: the task would otherwise hold the loop's state twice.
-        tokio::spawn(run_holding(
-            slot,
-            Box::pin(watching::cart_events(
-                self.watcher(tenant, tx),
-                id,
-                first,
-                r.after_version,
-                live,
-            )),
+        let out = watching::Outlet::new();
+        // Boxed: the stream would otherwise hold the loop's state twice.
+        let run = Box::pin(watching::cart_events(
+            self.watcher(tenant, out.clone()),
+            id,
+            first,
+            r.after_version,
+            live,
         ));
-        Ok(Response::new(events_to_proto(rx)))
+        Ok(Response::new(events_to_proto(WatchStream::new(
+            &out,
+            run_holding(slot, run),
+        ))))
     }
 
     type WatchCartsStream = EventStream;
@@ -474,23 +474,23 @@ impl CartService for CartApi {
             0 => self.events.head_now().await.map_err(to_status)?,
             n => n,
         };
-        let (tx, rx) = mpsc::channel(watching::CLIENT_BUFFER);
-        tokio::spawn(run_holding(
-            slot,
-            Box::pin(watching::tenant_events(
-                self.watcher(tenant, tx),
-                statuses,
-                after,
-                progress,
-            )),
+        let out = watching::Outlet::new();
+        let run = Box::pin(watching::tenant_events(
+            self.watcher(tenant, out.clone()),
+            statuses,
+            after,
+            progress,
         ));
-        Ok(Response::new(events_to_proto(rx)))
+        Ok(Response::new(events_to_proto(WatchStream::new(
+            &out,
+            run_holding(slot, run),
+        ))))
     }
 }
 
-/// The client side of a watcher's channel, as proto events.
-fn events_to_proto(rx: mpsc::Receiver<Result<watching::Watched, Box<CartError>>>) -> EventStream {
-    Box::pin(ReceiverStream::new(rx).map(|r| match r {
+/// A watcher's stream, as proto events.
+fn events_to_proto(stream: WatchStream) -> EventStream {
+    Box::pin(stream.map(|r| match r {
         Ok(w) => Ok(convert::watched_to_proto(&w)),
         Err(e) => Err(to_status(*e)),
     }))

@@ -1,7 +1,8 @@
 //! The cap on watch streams per tenant on this replica
 //! (`CART_MAX_WATCHERS_PER_TENANT`). A stream holds its slot for as long
-//! as its task runs; the task ends when the loop ends or the client goes
-//! away, whichever is first, so a cancelled stream frees its slot at once.
+//! as its loop runs; the loop ends when it ends or when the client goes
+//! away (the stream, and the loop in it, is dropped), whichever is first,
+//! so a cancelled stream frees its slot at once.
 
 use std::{
     collections::HashMap,
@@ -60,8 +61,8 @@ impl Drop for WatcherSlot {
     }
 }
 
-/// Runs a watcher loop holding its slot until the loop ends (which it does
-/// as soon as its client leaves: see `crate::watch`).
+/// Runs a watcher loop holding its slot until the loop ends or is dropped
+/// with its stream (see `crate::watch::outlet`).
 pub async fn run_holding(slot: WatcherSlot, run: impl Future<Output = ()>) {
     run.await;
     drop(slot);

@@ -23,6 +23,8 @@
 //! events at or below a head just read may not have reached the broadcast
 //! yet, and a marker there could pass them.
 
+pub mod outlet;
+
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -32,7 +34,7 @@ use tokio::{
             self,
             error::{RecvError, TryRecvError},
         },
-        mpsc, watch,
+        watch,
     },
     time::{Instant, Sleep},
 };
@@ -44,10 +46,10 @@ use crate::{
     ports::EventLog,
 };
 
+pub use outlet::{Outlet, WatchStream};
+
 /// Events read from the log per query while catching up.
 const BATCH: usize = 500;
-/// Events buffered per watcher between its loop and the client.
-pub const CLIENT_BUFFER: usize = 64;
 
 /// What a watcher hands its client.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,34 +62,25 @@ pub enum Watched {
     },
 }
 
-/// Errors are boxed: the channel keeps a block of 32 items per stream
-/// from the start, so the item's size is paid by every open stream.
-pub type Sender = mpsc::Sender<Result<Watched, Box<CartError>>>;
+/// Why a loop stopped early: the store failed. (A client that leaves
+/// drops the stream, and the loop with it.)
+struct Stop(CartError);
 
-/// Why a loop stopped early: the client left, or the store failed.
-enum Stop {
-    ClientGone,
-    Failed(CartError),
-}
-
-/// A watcher's channel that counts the events it delivers.
+/// A watcher's outlet that counts the events it delivers.
 struct Counted<'a> {
-    tx: &'a Sender,
+    out: &'a Outlet,
     metrics: &'a Metrics,
 }
 
 async fn send(out: &Counted<'_>, ev: Arc<CartEvent>) -> Result<(), Stop> {
-    out.tx
-        .send(Ok(Watched::Event(ev)))
-        .await
-        .map_err(|_| Stop::ClientGone)?;
+    out.out.send(Ok(Watched::Event(ev))).await;
     out.metrics.event_delivered();
     Ok(())
 }
 
-async fn end(tx: &Sender, r: Result<(), Stop>) {
-    if let Err(Stop::Failed(e)) = r {
-        let _ = tx.send(Err(Box::new(e))).await;
+async fn end(out: &Outlet, r: Result<(), Stop>) {
+    if let Err(Stop(e)) = r {
+        out.send(Err(Box::new(e))).await;
     }
 }
 
@@ -100,7 +93,7 @@ pub struct Watcher {
     /// Turns true when the server shuts down: the stream then ends cleanly.
     pub closing: watch::Receiver<bool>,
     pub metrics: Metrics,
-    pub tx: Sender,
+    pub out: Outlet,
 }
 
 /// Counts a stream as open for as long as it lives.
@@ -119,11 +112,9 @@ impl Drop for OpenStream {
     }
 }
 
-/// Runs a watcher loop until it ends, its lifetime passes, the server
-/// shuts down (these two end the stream cleanly: the client resumes) or
-/// the client leaves. The last is watched on its own: a loop waiting for
-/// an event that may never come would otherwise hold its subscriptions
-/// (and its memory) until the lifetime ends.
+/// Runs a watcher loop until it ends, its lifetime passes or the server
+/// shuts down (these two end the stream cleanly: the client resumes). A
+/// client that leaves drops the stream and the loop with it.
 ///
 /// `run` comes boxed: a future passed by value is kept in each future
 /// that takes it on the way down, and a watcher's state is held for as
@@ -132,13 +123,11 @@ impl Drop for OpenStream {
 async fn bounded(
     lifetime: Duration,
     mut closing: watch::Receiver<bool>,
-    tx: &Sender,
     run: Pin<Box<dyn Future<Output = Result<(), Stop>> + Send + '_>>,
 ) -> Result<(), Stop> {
     tokio::select! {
         r = tokio::time::timeout(lifetime, run) => r.unwrap_or(Ok(())),
         _ = closing.wait_for(|c| *c) => Ok(()),
-        () = tx.closed() => Err(Stop::ClientGone),
     }
 }
 
@@ -208,11 +197,7 @@ impl TenantStream<'_> {
             sequence: self.cursor,
             at: now(),
         };
-        self.out
-            .tx
-            .send(Ok(marker))
-            .await
-            .map_err(|_| Stop::ClientGone)?;
+        self.out.out.send(Ok(marker)).await;
         if let Some(s) = &mut self.silence {
             s.restart();
         }
@@ -227,7 +212,7 @@ impl TenantStream<'_> {
             let batch = log
                 .tenant_events(self.tenant, self.cursor, BATCH)
                 .await
-                .map_err(Stop::Failed)?;
+                .map_err(Stop)?;
             let full = batch.len() == BATCH;
             for ev in batch {
                 self.take(Arc::new(ev)).await?;
@@ -281,11 +266,11 @@ pub async fn tenant_events(
         lifetime,
         closing,
         metrics,
-        tx,
+        out,
     } = w;
     let _open = OpenStream::new(&metrics);
     let tx = &Counted {
-        tx: &tx,
+        out: &out,
         metrics: &metrics,
     };
     let run = Box::pin(async {
@@ -325,8 +310,8 @@ pub async fn tenant_events(
             }
         }
     });
-    let r = bounded(lifetime, closing, tx.tx, run).await;
-    end(tx.tx, r).await;
+    let r = bounded(lifetime, closing, run).await;
+    end(&out, r).await;
 }
 
 /// WatchCart: `first` (the cart as it stands, when not resuming), then
@@ -344,11 +329,11 @@ pub async fn cart_events(
         lifetime,
         closing,
         metrics,
-        tx,
+        out,
     } = w;
     let _open = OpenStream::new(&metrics);
     let tx = &Counted {
-        tx: &tx,
+        out: &out,
         metrics: &metrics,
     };
     let run = Box::pin(async {
@@ -366,7 +351,7 @@ pub async fn cart_events(
                 let batch = log
                     .cart_events(&tenant, cart, cursor, BATCH)
                     .await
-                    .map_err(Stop::Failed)?;
+                    .map_err(Stop)?;
                 let full = batch.len() == BATCH;
                 for ev in batch {
                     cursor = ev.version();
@@ -402,6 +387,6 @@ pub async fn cart_events(
             }
         }
     });
-    let r = bounded(lifetime, closing, tx.tx, run).await;
-    end(tx.tx, r).await;
+    let r = bounded(lifetime, closing, run).await;
+    end(&out, r).await;
 }
