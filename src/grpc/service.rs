@@ -435,19 +435,9 @@ impl CartService for CartApi {
             .await
             .map_err(to_status)?;
         let first = (r.after_version == 0).then(|| Arc::new(current));
-        let out = watching::Outlet::new();
-        // Boxed: the stream would otherwise hold the loop's state twice.
-        let run = Box::pin(watching::cart_events(
-            self.watcher(tenant, out.clone()),
-            id,
-            first,
-            r.after_version,
-            live,
-        ));
-        Ok(Response::new(events_to_proto(WatchStream::new(
-            &out,
-            run_holding(slot, run),
-        ))))
+        Ok(streamed(slot, |out| {
+            watching::cart_events(self.watcher(tenant, out), id, first, r.after_version, live)
+        }))
     }
 
     type WatchCartsStream = EventStream;
@@ -474,18 +464,25 @@ impl CartService for CartApi {
             0 => self.events.head_now().await.map_err(to_status)?,
             n => n,
         };
-        let out = watching::Outlet::new();
-        let run = Box::pin(watching::tenant_events(
-            self.watcher(tenant, out.clone()),
-            statuses,
-            after,
-            progress,
-        ));
-        Ok(Response::new(events_to_proto(WatchStream::new(
-            &out,
-            run_holding(slot, run),
-        ))))
+        Ok(streamed(slot, |out| {
+            watching::tenant_events(self.watcher(tenant, out), statuses, after, progress)
+        }))
     }
+}
+
+/// A watcher loop made by `make` as the response stream, holding the
+/// stream's slot while it runs.
+fn streamed<F>(slot: WatcherSlot, make: impl FnOnce(watching::Outlet) -> F) -> Response<EventStream>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let out = watching::Outlet::new();
+    // Boxed: the stream would otherwise hold the loop's state twice.
+    let run = Box::pin(make(out.clone()));
+    Response::new(events_to_proto(WatchStream::new(
+        &out,
+        run_holding(slot, run),
+    )))
 }
 
 /// A watcher's stream, as proto events.
