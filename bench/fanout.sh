@@ -11,7 +11,8 @@
 #
 # Environment: PGHOST/PGPORT/PGUSER, WATCHERS (10000), CARTS (WATCHERS / 10),
 # DURATION (20), CONCURRENCY (64), PORT_A (30197), PORT_B (30198), OUT
-# (target/bench/fanout.jsonl), NO_BUILD (set: skip the cargo build).
+# (target/bench/fanout.jsonl), NO_BUILD (set: skip the cargo build), BIN (the
+# folder of the binaries: target/release; an older build for an A/B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
@@ -23,7 +24,7 @@ PORT_A=${PORT_A:-30197}
 PORT_B=${PORT_B:-30198}
 OUT=${OUT:-target/bench/fanout.jsonl}
 DB=cart_bench_fanout
-BIN=target/release
+BIN=${BIN:-target/release}
 mkdir -p "$(dirname "$OUT")"
 [ -n "${NO_BUILD:-}" ] || cargo build --release --bin cart-service --bin cart-bench
 ulimit -n 65536 2>/dev/null || true

@@ -23,12 +23,13 @@ use crate::{
         deadline::DeadlineLayer,
         fair_gate::{FairGate, FairGateLayer},
         service::CartApi,
+        watch_routes::CartRoutes,
     },
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
     metrics::http::PoolProbe,
     metrics::{Metrics, rpc::RpcLayer},
     ports::{CartRepository, Store},
-    proto::{self, cart_service_server::CartServiceServer},
+    proto,
     store::{
         memory::MemoryStore,
         postgres::{PgOptions, PgStore},
@@ -172,7 +173,7 @@ impl Application {
             .with_shutdown(closing_rx)
             .with_metrics(metrics.clone())
             .with_max_watchers(config.max_watchers_per_tenant);
-        let api = CartServiceServer::new(cart_api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let api = CartRoutes::new(cart_api, MAX_MESSAGE_BYTES);
         let boutique =
             BoutiqueServer::new(BoutiqueCart::new(carts.clone(), config.default_currency))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);

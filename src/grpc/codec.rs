@@ -9,18 +9,22 @@
 
 use std::marker::PhantomData;
 
+use bytes::{BufMut as _, Bytes};
 use tonic::{
     Code, Status,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::status::to_status;
 use crate::domain::{CartError, Reason};
 
-/// The first buffer of a call (see the module notes); tonic's yield threshold.
+/// tonic's: encoded messages are handed on once this many bytes wait.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The first buffer of a call (see the module notes).
 fn buffers() -> BufferSettings {
-    BufferSettings::new(512, 32 * 1024)
+    BufferSettings::new(512, YIELD_THRESHOLD)
 }
 
 #[derive(Debug)]
@@ -70,5 +74,54 @@ impl<U: prost::Message + Default> Decoder for CartDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// The codec of the watch calls served by `super::watch_routes`: requests
+/// decode as above; responses are messages already encoded (once per
+/// replica, however many streams send them), copied into the frame as they are.
+#[derive(Debug)]
+pub struct EncodedCodec<U>(PhantomData<U>);
+
+impl<U> Default for EncodedCodec<U> {
+    fn default() -> Self {
+        EncodedCodec(PhantomData)
+    }
+}
+
+impl<U> Codec for EncodedCodec<U>
+where
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = Bytes;
+    type Decode = U;
+    type Encoder = EncodedEncoder;
+    type Decoder = CartDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CartDecoder(ProstDecoder::new(buffers()))
+    }
+}
+
+pub struct EncodedEncoder;
+
+impl Encoder for EncodedEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+
+    /// No first buffer: an encoded event is copied in whole, so the buffer
+    /// is sized by the first event a stream sends, and a stream that has
+    /// sent none (most WatchCarts streams, most of the time) holds none.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(0, YIELD_THRESHOLD)
     }
 }

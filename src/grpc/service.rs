@@ -415,7 +415,30 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::WatchCartRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let tenant = authorize(&req, Scope::Watch)?;
+        let stream = self.open_cart_watch(&req).await?;
+        Ok(Response::new(events_to_proto(stream)))
+    }
+
+    type WatchCartsStream = EventStream;
+
+    async fn watch_carts(
+        &self,
+        req: Request<proto::WatchCartsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let stream = self.open_tenant_watch(&req).await?;
+        Ok(Response::new(events_to_proto(stream)))
+    }
+}
+
+/// The two watch calls up to their stream of domain items: how the items
+/// are put on the wire is the caller's (`events_to_proto` here; encoded
+/// once per replica in `super::watch_routes`).
+impl CartApi {
+    pub(super) async fn open_cart_watch(
+        &self,
+        req: &Request<proto::WatchCartRequest>,
+    ) -> Result<WatchStream, Status> {
+        let tenant = authorize(req, Scope::Watch)?;
         let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let id = parse::cart_id(&r.cart_id, "cart_id").map_err(to_status)?;
@@ -440,13 +463,11 @@ impl CartService for CartApi {
         }))
     }
 
-    type WatchCartsStream = EventStream;
-
-    async fn watch_carts(
+    pub(super) async fn open_tenant_watch(
         &self,
-        req: Request<proto::WatchCartsRequest>,
-    ) -> Result<Response<EventStream>, Status> {
-        let tenant = authorize(&req, Scope::Watch)?;
+        req: &Request<proto::WatchCartsRequest>,
+    ) -> Result<WatchStream, Status> {
+        let tenant = authorize(req, Scope::Watch)?;
         let slot = self.open_watcher(&tenant)?;
         let r = req.get_ref();
         let statuses = parse::statuses(&r.statuses).map_err(to_status)?;
@@ -472,17 +493,14 @@ impl CartService for CartApi {
 
 /// A watcher loop made by `make` as the response stream, holding the
 /// stream's slot while it runs.
-fn streamed<F>(slot: WatcherSlot, make: impl FnOnce(watching::Outlet) -> F) -> Response<EventStream>
+fn streamed<F>(slot: WatcherSlot, make: impl FnOnce(watching::Outlet) -> F) -> WatchStream
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let out = watching::Outlet::new();
     // Boxed: the stream would otherwise hold the loop's state twice.
     let run = Box::pin(make(out.clone()));
-    Response::new(events_to_proto(WatchStream::new(
-        &out,
-        run_holding(slot, run),
-    )))
+    WatchStream::new(&out, run_holding(slot, run))
 }
 
 /// A watcher's stream, as proto events.

@@ -6,6 +6,12 @@ pub(crate) fn timestamp_to_system(t: &prost_types::Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
 }
 
+/// Streams opened at once: at most this many between request and first
+/// event (the snapshot), as clients arriving over time would be. All at
+/// once, each open waits for a pooled connection to read its cart, and
+/// those waiting past the server's pool timeout fail UNAVAILABLE.
+const OPENING: usize = 256;
+
 /// N watchers on seeded carts (on `--watch-addr` when given) while AddItems
 /// runs at `--rate`; latency = receipt time - event occurred_at.
 pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value> {
@@ -18,6 +24,7 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
     let opened = Arc::new(AtomicU64::new(0));
     // Every change received (snapshots apart), for CPU per delivered event.
     let received = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
     for w in 0..args.watchers {
         let mut c = CartServiceClient::new(watch_channels[w % watch_channels.len()].clone());
         let req = ctx.req(proto::WatchCartRequest {
@@ -25,9 +32,10 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
             after_version: 0,
         });
         let (stop, tx, opened) = (stop.clone(), tx.clone(), opened.clone());
-        let received = received.clone();
+        let (received, gate) = (received.clone(), gate.clone());
         tokio::spawn(async move {
             let mut stats = Stats::default();
+            let mut opening = Some(gate.acquire_owned().await);
             match c.watch_cart(req).await {
                 Ok(resp) => {
                     opened.fetch_add(1, Ordering::Relaxed);
@@ -43,6 +51,7 @@ pub(crate) async fn watch_latency(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::V
                         match msg {
                             Ok(Some(ev)) => {
                                 if std::mem::take(&mut first) {
+                                    drop(opening.take());
                                     continue; // the snapshot, not a change
                                 }
                                 received.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +152,6 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
     let opened = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let watch_channels = connect(&args.addr, args.watch_connections).await?;
-    const OPENING: usize = 256;
     let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
     let codes = Arc::new(std::sync::Mutex::new(Stats::default()));
     let opening_started = Instant::now();
@@ -157,8 +165,6 @@ pub(crate) async fn watchers(ctx: Arc<Ctx>) -> anyhow::Result<serde_json::Value>
         let (stop, opened, failed) = (stop.clone(), opened.clone(), failed.clone());
         let (gate, codes) = (gate.clone(), codes.clone());
         handles.push(tokio::spawn(async move {
-            // At most OPENING streams between request and first event (the
-            // snapshot), as clients arriving over time would be.
             let permit = gate.acquire_owned().await;
             let first = match c.watch_cart(req).await {
                 Ok(resp) => {
