@@ -214,8 +214,8 @@ impl TenantStream<'_> {
                 .await
                 .map_err(Stop)?;
             let full = batch.len() == BATCH;
-            for ev in batch {
-                self.take(Arc::new(ev)).await?;
+            for ev in batch.into_iter().map(Arc::new) {
+                self.take(ev).await?;
             }
             if !full {
                 self.cursor = self.cursor.max(head);
@@ -358,10 +358,13 @@ pub async fn cart_events(
                     .await
                     .map_err(Stop)?;
                 let full = batch.len() == BATCH;
-                for ev in batch {
+                // Arcs before the loop: a `CartEvent` bound by the loop
+                // would keep its ~350 bytes in the stream's state for as
+                // long as the stream is open, though moved at once.
+                for ev in batch.into_iter().map(Arc::new) {
                     cursor = ev.version();
                     let done = ev.is_final();
-                    send(tx, Arc::new(ev)).await?;
+                    send(tx, ev).await?;
                     if done {
                         return Ok(());
                     }
