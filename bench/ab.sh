@@ -7,7 +7,9 @@
 #
 # Environment: ROUNDS (2), CONCURRENCY (64), DURATION (10), CARTS (1000), RATE
 # (unset: closed loop; set: calls per second, e.g. watch-latency's writes),
-# PORT (30152), A_ENV / B_ENV (extra server environment). Each side gets its
+# PORT (30152), A_ENV / B_ENV (extra server environment), LINES (unset: carts
+# as seed makes them; set: carts of this many distinct lines, the scenarios
+# over as many SKUs). Each side gets its
 # own fresh database, seeded through the service the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postg
 ROUNDS=${ROUNDS:-2} CONCURRENCY=${CONCURRENCY:-64} DURATION=${DURATION:-10} CARTS=${CARTS:-1000}
 PORT=${PORT:-30152}
 A_ENV=${A_ENV:-} B_ENV=${B_ENV:-}
+LINES_ARGS=${LINES:+--skus $LINES}
 BENCH=${BENCH:-target/release/cart-bench}
 mkdir -p target/bench
 PID=
@@ -31,8 +34,9 @@ run_side() { # label binary env
     PID=$!
     "$BENCH" --scenario ready --addr "http://127.0.0.1:$PORT" >/dev/null
     for s in $SCENARIOS; do
+        # shellcheck disable=SC2086
         "$BENCH" --scenario "$s" --addr "http://127.0.0.1:$PORT" --no-seed --carts "$CARTS" \
-            --concurrency "$CONCURRENCY" --duration "${DURATION}s" --server-pid "$PID" --label "ab-$label" ${RATE:+--rate "$RATE"} |
+            --concurrency "$CONCURRENCY" --duration "${DURATION}s" --server-pid "$PID" --label "ab-$label" ${RATE:+--rate "$RATE"} $LINES_ARGS |
             python3 bench/summary.py "$label"
     done
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
@@ -48,7 +52,9 @@ for side in A B; do
         RUST_LOG=warn "$bin" >>target/bench/ab-server.log 2>&1 &
     PID=$!
     "$BENCH" --scenario ready --addr "http://127.0.0.1:$PORT" >/dev/null
-    "$BENCH" --scenario seed --addr "http://127.0.0.1:$PORT" --carts "$CARTS" --concurrency 32 >/dev/null 2>&1
+    # shellcheck disable=SC2086
+    "$BENCH" --scenario seed --addr "http://127.0.0.1:$PORT" --carts "$CARTS" --concurrency 32 \
+        ${LINES:+--seed-items $LINES --distinct-lines} $LINES_ARGS >/dev/null 2>&1
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
     # Statistics as autovacuum would soon have them, alike for both sides.
     psql -q -d "$db" -c "VACUUM ANALYZE"

@@ -38,9 +38,10 @@ impl Currency {
 
     /// The amount written with exactly this currency's decimals ("0.30", "1500").
     pub fn format(self, amount: Decimal) -> String {
-        let mut a = amount.round_dp(self.minor_unit());
-        a.rescale(self.minor_unit());
-        a.to_string()
+        let scale = self.minor_unit();
+        let mut a = amount.round_dp(scale);
+        a.rescale(scale);
+        fixed_point(a, scale as usize)
     }
 
     /// Checks that an amount fits this currency's minor unit.
@@ -59,6 +60,27 @@ impl Currency {
         }
         Ok(amount.0)
     }
+}
+
+/// `a` (at scale `scale`) as `Decimal`'s `Display` writes it, digits put
+/// together by `itoa` instead of the formatting machinery: every answer
+/// formats three amounts a line, and `Display` was ~12% of the server's CPU
+/// for a 300-line cart.
+fn fixed_point(a: Decimal, scale: usize) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(a.mantissa().unsigned_abs());
+    let (whole, fraction) = digits.split_at(digits.len().saturating_sub(scale));
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if a.is_sign_negative() {
+        out.push('-');
+    }
+    out.push_str(if whole.is_empty() { "0" } else { whole });
+    if scale > 0 {
+        out.push('.');
+        out.extend(std::iter::repeat_n('0', scale - fraction.len()));
+        out.push_str(fraction);
+    }
+    out
 }
 
 impl fmt::Display for Currency {
@@ -140,6 +162,35 @@ mod tests {
             Currency::parse("BHD").unwrap().format(Decimal::new(15, 1)),
             "1.500"
         );
+    }
+
+    /// The fast writer answers what `Decimal`'s `Display` wrote, for any
+    /// mantissa, sign and scale (negative zero included).
+    #[test]
+    fn fixed_point_writes_what_display_wrote() {
+        use proptest::prelude::*;
+        let display = |a: Decimal| a.to_string();
+        for (m, scale) in [
+            (0i64, 0u32),
+            (0, 2),
+            (5, 2),
+            (-5, 3),
+            (150, 0),
+            (-1, 0),
+            (99, 2),
+        ] {
+            let a = Decimal::new(m, scale);
+            assert_eq!(fixed_point(a, scale as usize), display(a), "{m} e-{scale}");
+        }
+        let negative_zero = -Decimal::new(0, 2);
+        assert_eq!(fixed_point(negative_zero, 2), display(negative_zero));
+        proptest!(|(m in any::<i64>(), hi in any::<u32>(), scale in 0u32..=4, negative in any::<bool>())| {
+            let a = Decimal::from_i128_with_scale(
+                (i128::from(hi) << 64 | i128::from(m.unsigned_abs())) * if negative { -1 } else { 1 },
+                scale,
+            );
+            prop_assert_eq!(fixed_point(a, scale as usize), display(a));
+        });
     }
 
     #[test]
