@@ -72,10 +72,11 @@ struct Counted<'a> {
     metrics: &'a Metrics,
 }
 
-async fn send(out: &Counted<'_>, ev: Arc<CartEvent>) -> Result<(), Stop> {
+/// Sends cannot fail: a client that leaves drops the stream, and the
+/// loop with it, so only the log's reads end a loop early.
+async fn send(out: &Counted<'_>, ev: Arc<CartEvent>) {
     out.out.send(Ok(Watched::Event(ev))).await;
     out.metrics.event_delivered();
-    Ok(())
 }
 
 async fn end(out: &Outlet, r: Result<(), Stop>) {
@@ -164,19 +165,18 @@ struct TenantStream<'a> {
 impl TenantStream<'_> {
     /// Takes an event from the log or the feed, sending it when it is the
     /// tenant's, new and wanted.
-    async fn take(&mut self, ev: Arc<CartEvent>) -> Result<(), Stop> {
+    async fn take(&mut self, ev: Arc<CartEvent>) {
         if ev.sequence <= self.cursor {
-            return Ok(()); // already sent, or below where the stream started
+            return; // already sent, or below where the stream started
         }
         self.cursor = ev.sequence;
         let wanted = self.statuses.is_empty() || self.statuses.contains(&ev.cart.status);
         if &ev.tenant == self.tenant && wanted {
-            send(self.out, ev).await?;
+            send(self.out, ev).await;
             if let Some(s) = &mut self.silence {
                 s.restart();
             }
         }
-        Ok(())
     }
 
     fn marker_due(&self) -> bool {
@@ -192,7 +192,7 @@ impl TenantStream<'_> {
     }
 
     /// Sends a marker at the cursor (not counted as a delivered event).
-    async fn mark(&mut self) -> Result<(), Stop> {
+    async fn mark(&mut self) {
         let marker = Watched::Progress {
             sequence: self.cursor,
             at: now(),
@@ -201,7 +201,6 @@ impl TenantStream<'_> {
         if let Some(s) = &mut self.silence {
             s.restart();
         }
-        Ok(())
     }
 
     /// Catches up from the log: everything of the tenant after the cursor.
@@ -215,7 +214,7 @@ impl TenantStream<'_> {
                 .map_err(Stop)?;
             let full = batch.len() == BATCH;
             for ev in batch.into_iter().map(Arc::new) {
-                self.take(ev).await?;
+                self.take(ev).await;
             }
             if !full {
                 self.cursor = self.cursor.max(head);
@@ -223,7 +222,7 @@ impl TenantStream<'_> {
             }
             // A long catch-up of unwanted events still shows progress.
             if self.marker_due() {
-                self.mark().await?;
+                self.mark().await;
             }
         }
     }
@@ -231,23 +230,20 @@ impl TenantStream<'_> {
     /// Takes what the broadcast already holds (at most a batch, so a busy
     /// feed cannot hold the marker back). False when the watcher lagged
     /// and must catch up from the log.
-    async fn drain(
-        &mut self,
-        live: &mut broadcast::Receiver<Arc<CartEvent>>,
-    ) -> Result<bool, Stop> {
+    async fn drain(&mut self, live: &mut broadcast::Receiver<Arc<CartEvent>>) -> bool {
         for _ in 0..BATCH {
             match live.try_recv() {
-                Ok(ev) => self.take(ev).await?,
+                Ok(ev) => self.take(ev).await,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(n)) => {
                     tracing::debug!(skipped = n, "watcher lagged; catching up from the log");
-                    return Ok(false);
+                    return false;
                 }
                 // The store is gone: the next recv ends the stream.
                 Err(TryRecvError::Closed) => break,
             }
         }
-        Ok(true)
+        true
     }
 }
 
@@ -269,7 +265,7 @@ pub async fn tenant_events(
         out,
     } = w;
     let _open = OpenStream::new(&metrics);
-    let tx = &Counted {
+    let to_client = &Counted {
         out: &out,
         metrics: &metrics,
     };
@@ -278,7 +274,7 @@ pub async fn tenant_events(
         let mut stream = TenantStream {
             tenant: &tenant,
             statuses: &statuses,
-            out: tx,
+            out: to_client,
             cursor: after,
             silence: progress.map(Silence::new),
         };
@@ -290,17 +286,17 @@ pub async fn tenant_events(
                     () = stream.silent() => {
                         // Whatever is already here first: a matching event
                         // ends the silence, and the rest moves the cursor.
-                        if !stream.drain(&mut live).await? {
+                        if !stream.drain(&mut live).await {
                             break;
                         }
                         if stream.marker_due() {
-                            stream.mark().await?;
+                            stream.mark().await;
                         }
                         continue;
                     }
                 };
                 match received {
-                    Ok(ev) => stream.take(ev).await?,
+                    Ok(ev) => stream.take(ev).await,
                     Err(RecvError::Lagged(n)) => {
                         tracing::debug!(skipped = n, "watcher lagged; catching up from the log");
                         break;
@@ -333,7 +329,7 @@ pub async fn cart_events(
         out,
     } = w;
     let _open = OpenStream::new(&metrics);
-    let tx = &Counted {
+    let to_client = &Counted {
         out: &out,
         metrics: &metrics,
     };
@@ -346,7 +342,7 @@ pub async fn cart_events(
         if let Some(ev) = first {
             cursor = ev.version();
             let done = ev.is_final();
-            send(tx, ev).await?;
+            send(to_client, ev).await;
             if done {
                 return Ok(());
             }
@@ -364,7 +360,7 @@ pub async fn cart_events(
                 for ev in batch.into_iter().map(Arc::new) {
                     cursor = ev.version();
                     let done = ev.is_final();
-                    send(tx, ev).await?;
+                    send(to_client, ev).await;
                     if done {
                         return Ok(());
                     }
@@ -381,7 +377,7 @@ pub async fn cart_events(
                         }
                         cursor = ev.version();
                         let done = ev.is_final();
-                        send(tx, ev).await?;
+                        send(to_client, ev).await;
                         if done {
                             return Ok(());
                         }
