@@ -45,6 +45,10 @@ struct Script {
     delay: Duration,
     /// Each request is held until this many are in flight at once.
     gate: usize,
+    /// Set once `gate` requests were in flight: a request whose task saw
+    /// the count only after others were answered is let through too (on a
+    /// loaded machine a task can wait longer than `delay` to run).
+    gate_opened: bool,
     in_flight: usize,
 }
 
@@ -112,9 +116,12 @@ impl Receiver {
                             // Held until `gate` requests are in flight (bounded, so a
                             // failing test ends rather than hangs).
                             let held = Instant::now();
-                            while s.lock().unwrap().in_flight < gate
-                                && held.elapsed() < Duration::from_secs(60)
-                            {
+                            let open = || {
+                                let mut s = s.lock().unwrap();
+                                s.gate_opened |= s.in_flight >= gate;
+                                s.gate_opened
+                            };
+                            while !open() && held.elapsed() < Duration::from_secs(60) {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                             tokio::time::sleep(delay).await;
@@ -141,7 +148,9 @@ impl Receiver {
     /// Holds each request until `n` are in flight at once: only a sender
     /// with `n` requests under way gets any answer.
     pub fn set_gate(&self, n: usize) {
-        self.script.lock().unwrap().gate = n;
+        let mut s = self.script.lock().unwrap();
+        s.gate = n;
+        s.gate_opened = false;
     }
 
     /// Answers `status` to every request from now on (None: 200).
