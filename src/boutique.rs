@@ -188,7 +188,7 @@ impl CartService for BoutiqueCart {
             .unwrap_or_default()
             .into_iter()
             .map(|line| hipstershop::CartItem {
-                product_id: line.sku,
+                product_id: line.sku.clone(),
                 quantity: line.quantity,
             })
             .collect();

@@ -18,7 +18,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     pin::Pin,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -103,7 +103,7 @@ fn cart_of(rows: &[Row], known: Option<Cart>) -> Result<Option<Cart>, Status> {
     let mut cart = match (cart, known) {
         (Some(mut cart), _) => {
             lines.sort_by_key(|(position, _)| *position);
-            cart.items = lines.into_iter().map(|(_, l)| l).collect();
+            cart.items = lines.into_iter().map(|(_, l)| Arc::new(l)).collect();
             cart
         }
         (None, Some(known)) if known.version == version => known,
@@ -250,6 +250,7 @@ impl CartService for Floor {
             self.known.lock().unwrap().remove(&id);
             return Err(Status::aborted("raced"));
         }
+        let line = Arc::new(line);
         match existing {
             Some(i) => cart.items[i] = line,
             None => cart.items.push(line),

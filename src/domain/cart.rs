@@ -2,7 +2,7 @@
 //! goes through [`Cart::apply`], which checks it against the cart's state
 //! and bumps the version by exactly one.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -70,8 +70,10 @@ pub struct Cart {
     pub callback_url: String,
     pub callback_cancel_url: String,
     pub status: CartStatus,
-    /// In the order first added.
-    pub items: Vec<LineItem>,
+    /// In the order first added. Shared: a copy of the cart (the before-
+    /// state a write compares with, a replica's memory) shares its lines,
+    /// and a change replaces only the lines it touches.
+    pub items: Vec<Arc<LineItem>>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -146,7 +148,7 @@ impl Cart {
     }
 
     pub fn total(&self) -> Decimal {
-        self.items.iter().map(LineItem::line_total).sum()
+        self.items.iter().map(|l| l.line_total()).sum()
     }
 
     pub fn discount_total(&self) -> Decimal {
@@ -361,9 +363,9 @@ impl Cart {
                             CartError::Invalid(vec![v])
                         },
                     )?;
-                    self.items[at] = line;
+                    self.items[at] = Arc::new(line);
                 }
-                None => self.items.push(line),
+                None => self.items.push(Arc::new(line)),
             }
         }
         self.check_lines()
@@ -378,7 +380,7 @@ impl Cart {
                 }
                 continue;
             }
-            let line = self.line(item, &format!("items[{i}]"))?;
+            let line = Arc::new(self.line(item, &format!("items[{i}]"))?);
             match at {
                 Some(at) => self.items[at] = line,
                 None => self.items.push(line),

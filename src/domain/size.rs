@@ -62,7 +62,7 @@ pub fn encoded_len(c: &Cart) -> usize {
     ];
     strings.iter().map(|&n| field(n)).sum::<usize>()
         + map(&c.metadata)
-        + c.items.iter().map(line).sum::<usize>()
+        + c.items.iter().map(|l| line(l)).sum::<usize>()
         + 3 * field(AMOUNT)
         + 4 * NUMBER
         + 3 * TIMESTAMP

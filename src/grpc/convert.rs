@@ -1,6 +1,8 @@
 //! Domain -> proto: renders carts and events as the wire shows them
 //! (amounts in the currency's minor unit, timestamps, enum values).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
@@ -74,6 +76,7 @@ pub fn cart_into_proto(c: Cart) -> proto::Cart {
         items: c
             .items
             .into_iter()
+            .map(Arc::unwrap_or_clone)
             .map(|l| proto::LineItem {
                 unit_price: cur.format(l.unit_price),
                 list_price: cur.format(l.list_price),
@@ -152,14 +155,14 @@ mod tests {
             for a in 0..64 {
                 it.attributes.insert(format!("k{a}"), "v".repeat(i * 25));
             }
-            big.items.push(crate::domain::LineItem {
+            big.items.push(std::sync::Arc::new(crate::domain::LineItem {
                 sku: it.sku,
                 name: "n".repeat(200),
                 quantity: it.quantity,
                 unit_price: it.unit_price.0,
                 list_price: it.unit_price.0,
                 attributes: it.attributes,
-            });
+            }));
         }
         big.metadata.insert("m".into(), "x".repeat(1000));
         big.merged_into_cart_id = Some(big.id);

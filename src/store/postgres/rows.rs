@@ -6,7 +6,10 @@
 //! events together again, and turns a change into the states it ends and
 //! adds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -70,7 +73,7 @@ fn status(s: &str) -> Result<CartStatus, CartError> {
 #[derive(Default)]
 struct States {
     heads: HashMap<CartId, Vec<(Span, Cart)>>,
-    lines: HashMap<CartId, Vec<(Span, i64, LineItem)>>,
+    lines: HashMap<CartId, Vec<(Span, i64, Arc<LineItem>)>>,
 }
 
 impl States {
@@ -87,14 +90,14 @@ impl States {
             2 => {
                 let attributes: Option<Json<BTreeMap<String, String>>> =
                     row.try_get(J).map_err(pg)?;
-                let item = LineItem {
+                let item = Arc::new(LineItem {
                     sku: row.try_get(T1).map_err(pg)?,
                     name: row.try_get(T2).map_err(pg)?,
                     quantity: row.try_get(I).map_err(pg)?,
                     unit_price: row.try_get::<_, Decimal>(N1).map_err(pg)?,
                     list_price: row.try_get::<_, Decimal>(N2).map_err(pg)?,
                     attributes: attributes.map(|Json(a)| a).unwrap_or_default(),
-                };
+                });
                 let position = row.try_get(C).map_err(pg)?;
                 self.lines
                     .entry(cart)
@@ -400,27 +403,42 @@ impl<'a> NewLines<'a> {
 /// the new states (of changed and new SKUs). Lines that stay as they were
 /// are not written.
 pub(super) fn changed_lines<'a>(before: &'a Cart, after: &'a Cart) -> (Vec<&'a str>, NewLines<'a>) {
-    let old: HashMap<&str, &LineItem> = before.items.iter().map(|l| (l.sku.as_str(), l)).collect();
     let mut ended = Vec::new();
     let mut new = NewLines::default();
-    for l in &after.items {
-        match old.get(l.sku.as_str()) {
-            Some(o) if *o == l => {}
+    // A line keeps its place unless a line before it was removed: looked
+    // up there first, by SKU only when it moved.
+    let mut by_sku: Option<HashMap<&str, &Arc<LineItem>>> = None;
+    let mut found = 0;
+    for (at, l) in after.items.iter().enumerate() {
+        let old = match before.items.get(at).filter(|o| o.sku == l.sku) {
+            Some(o) => Some(o),
+            None => by_sku
+                .get_or_insert_with(|| before.items.iter().map(|o| (o.sku.as_str(), o)).collect())
+                .get(l.sku.as_str())
+                .copied(),
+        };
+        match old {
+            // Untouched lines are the before-state's own (shared).
+            Some(o) if Arc::ptr_eq(o, l) || o == l => found += 1,
             Some(_) => {
+                found += 1;
                 ended.push(l.sku.as_str());
                 new.push(after.version, l);
             }
             None => new.push(after.version, l),
         }
     }
-    let kept: HashSet<&str> = after.items.iter().map(|l| l.sku.as_str()).collect();
-    ended.extend(
-        before
-            .items
-            .iter()
-            .map(|l| l.sku.as_str())
-            .filter(|s| !kept.contains(s)),
-    );
+    if found < before.items.len() {
+        // Some SKUs were removed.
+        let kept: HashSet<&str> = after.items.iter().map(|l| l.sku.as_str()).collect();
+        ended.extend(
+            before
+                .items
+                .iter()
+                .map(|l| l.sku.as_str())
+                .filter(|s| !kept.contains(s)),
+        );
+    }
     (ended, new)
 }
 
@@ -460,7 +478,7 @@ mod tests {
         )
         .unwrap();
         c.version = version;
-        c.items = items;
+        c.items = items.into_iter().map(Arc::new).collect();
         c
     }
 
@@ -504,10 +522,10 @@ mod tests {
             .or_default()
             .push((span(2, None), newer));
         let lines = states.lines.entry(id).or_default();
-        lines.push((span(1, Some(2)), 5, line("s5", 1)));
-        lines.push((span(2, None), 5, line("s5", 2)));
-        lines.push((span(1, None), 1, line("s1", 1)));
-        lines.push((span(3, None), 9, line("s9", 1)));
+        lines.push((span(1, Some(2)), 5, Arc::new(line("s5", 1))));
+        lines.push((span(2, None), 5, Arc::new(line("s5", 2))));
+        lines.push((span(1, None), 1, Arc::new(line("s1", 1))));
+        lines.push((span(3, None), 9, Arc::new(line("s9", 1))));
         let stamp = |version| Stamp {
             version,
             status: CartStatus::Active,
