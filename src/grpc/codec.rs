@@ -16,8 +16,8 @@ use tonic::{
 };
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
-use super::status::to_status;
-use crate::domain::{CartError, Reason};
+use super::{status::to_status, wire};
+use crate::domain::{Cart, CartError, Reason, size};
 
 /// tonic's: encoded messages are handed on once this many bytes wait.
 const YIELD_THRESHOLD: usize = 32 * 1024;
@@ -77,7 +77,7 @@ impl<U: prost::Message + Default> Decoder for CartDecoder<U> {
     }
 }
 
-/// The codec of the watch calls served by `super::watch_routes`: requests
+/// The codec of the watch calls served by `super::routes`: requests
 /// decode as above; responses are messages already encoded (once per
 /// replica, however many streams send them), copied into the frame as they are.
 #[derive(Debug)]
@@ -123,5 +123,54 @@ impl Encoder for EncodedEncoder {
     /// sent none (most WatchCarts streams, most of the time) holds none.
     fn buffer_settings(&self) -> BufferSettings {
         BufferSettings::new(0, YIELD_THRESHOLD)
+    }
+}
+
+/// The codec of the calls that answer a cart, served by `super::routes`:
+/// requests decode as above; the answer is written straight from the
+/// domain cart (`wire`), not built as a message first.
+#[derive(Debug)]
+pub struct AnswerCodec<U>(PhantomData<U>);
+
+impl<U> Default for AnswerCodec<U> {
+    fn default() -> Self {
+        AnswerCodec(PhantomData)
+    }
+}
+
+impl<U> Codec for AnswerCodec<U>
+where
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = Cart;
+    type Decode = U;
+    type Encoder = AnswerEncoder;
+    type Decoder = CartDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AnswerEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CartDecoder(ProstDecoder::new(buffers()))
+    }
+}
+
+pub struct AnswerEncoder;
+
+impl Encoder for AnswerEncoder {
+    type Item = Cart;
+    type Error = Status;
+
+    fn encode(&mut self, cart: Cart, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // At least the encoded length (a bound within a few bytes a field):
+        // one allocation instead of the buffer doubling up from 512 bytes.
+        dst.reserve(size::encoded_len(&cart));
+        wire::encode_cart(&cart, dst);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
     }
 }

@@ -40,7 +40,7 @@ pub fn event_type_to_proto(t: EventType) -> proto::CartEventType {
     }
 }
 
-fn confirmation_to_proto(c: ConfirmationType) -> proto::ConfirmationType {
+pub fn confirmation_to_proto(c: ConfirmationType) -> proto::ConfirmationType {
     match c {
         ConfirmationType::Automatic => proto::ConfirmationType::Automatic,
         ConfirmationType::ServerCallback => proto::ConfirmationType::ServerCallback,

@@ -2,6 +2,7 @@
 //! only), request conversion, error statuses and authentication.
 
 pub mod admission;
+mod answers;
 pub mod auth;
 pub mod codec;
 pub mod convert;
@@ -9,7 +10,8 @@ pub mod deadline;
 pub mod encoded;
 pub mod fair_gate;
 pub mod parse;
+pub mod routes;
 pub mod service;
 pub mod status;
-pub mod watch_routes;
 pub mod watchers;
+pub mod wire;

@@ -1,11 +1,10 @@
 //! `cart.v1.CartService`: each RPC converts its request into domain values,
 //! calls one use case (`crate::usecase`, or `crate::watch` for streams)
-//! and renders the answer.
+//! and renders the answer. The calls that answer a cart are worked out in
+//! `answers`, shared with the routes that encode carts straight.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use prost::Message;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -18,25 +17,22 @@ use super::{
     watchers::{WatcherLimit, WatcherSlot, run_holding},
 };
 use crate::{
-    domain::{
-        CartError, Command, Currency, IdempotencyKey, Reason, Scope, TenantId,
-        limits::MAX_ID_CHARS, text::check_token,
-    },
+    domain::{Cart, CartError, Currency, Reason, Scope, TenantId},
     metrics::Metrics,
     ports::{EventLog, ListQuery},
     proto::{self, cart_service_server::CartService},
     telemetry,
-    usecase::{Carts, MergeRequest},
+    usecase::Carts,
     watch::{self as watching, WatchStream},
 };
 
 pub struct CartApi {
-    carts: Carts,
+    pub(super) carts: Carts,
     events: Arc<dyn EventLog>,
-    default_currency: Currency,
+    pub(super) default_currency: Currency,
     stream_lifetime: Duration,
     /// Hosts callback URLs may name; None allows any.
-    callback_hosts: Option<Vec<String>>,
+    pub(super) callback_hosts: Option<Vec<String>>,
     /// Turns true when the server shuts down, ending watch streams.
     closing: watch::Receiver<bool>,
     metrics: Metrics,
@@ -89,29 +85,6 @@ impl CartApi {
         self
     }
 
-    /// Refuses callback URLs whose host is not on the allow-list.
-    fn check_callback_hosts(&self, urls: &[(&str, &str)]) -> Result<(), Status> {
-        let Some(allowed) = &self.callback_hosts else {
-            return Ok(());
-        };
-        let violations: Vec<_> = urls
-            .iter()
-            .filter(|(_, url)| !url.is_empty() && !parse::url_host_allowed(url, allowed))
-            .map(|(field, _)| {
-                crate::domain::FieldViolation::new(
-                    *field,
-                    Reason::InvalidField,
-                    "names a host that is not allowed",
-                )
-            })
-            .collect();
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(to_status(CartError::Invalid(violations)))
-        }
-    }
-
     /// How long one watch stream may stay open before the server ends it
     /// (the client resumes with its last version or sequence).
     pub fn with_stream_lifetime(mut self, lifetime: Duration) -> Self {
@@ -129,69 +102,11 @@ impl CartApi {
             out,
         }
     }
-
-    async fn apply(
-        &self,
-        tenant: &TenantId,
-        cart_id: &str,
-        cmd: Result<Command, CartError>,
-        expected_version: i64,
-        idem: Option<IdempotencyKey>,
-    ) -> Result<Response<proto::Cart>, Status> {
-        let id = parse::cart_id(cart_id, "cart_id").map_err(to_status)?;
-        telemetry::record_cart_id(id);
-        let expected = parse::expected_version(expected_version).map_err(to_status)?;
-        let cmd = cmd.map_err(to_status)?;
-        let cart = self
-            .carts
-            .change(tenant, id, &cmd, expected, idem.as_ref())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(cart_into_proto(cart)))
-    }
 }
 
-/// SHA-256 of the method and the request with its `request_id` cleared:
-/// the same request under the same key has the same fingerprint. Maps are
-/// BTreeMaps in generated code, so the encoding is deterministic.
-fn fingerprint<M: Message + Clone>(
-    method: &str,
-    msg: &M,
-    clear_key: impl FnOnce(&mut M),
-) -> [u8; 32] {
-    let mut m = msg.clone();
-    clear_key(&mut m);
-    let mut h = Sha256::new();
-    h.update(method.as_bytes());
-    h.update([0]);
-    h.update(m.encode_to_vec());
-    h.finalize().into()
-}
-
-/// The idempotency key of a request, if it has one.
-fn idempotency<M: Message + Clone>(
-    method: &str,
-    msg: &M,
-    key: &str,
-    clear_key: impl FnOnce(&mut M),
-) -> Result<Option<IdempotencyKey>, Status> {
-    idempotency_key(key, || fingerprint(method, msg, clear_key))
-}
-
-/// The key with its fingerprint, computed only when there is a key.
-fn idempotency_key(
-    key: &str,
-    fingerprint: impl FnOnce() -> [u8; 32],
-) -> Result<Option<IdempotencyKey>, Status> {
-    if key.is_empty() {
-        return Ok(None);
-    }
-    check_token(key, "request_id", MAX_ID_CHARS)
-        .map_err(|v| to_status(CartError::Invalid(vec![v])))?;
-    Ok(Some(IdempotencyKey {
-        key: key.to_string(),
-        fingerprint: fingerprint(),
-    }))
+/// A cart answer as the generated server sends it.
+fn rendered(answer: Result<Cart, Status>) -> Result<Response<proto::Cart>, Status> {
+    answer.map(|cart| Response::new(cart_into_proto(cart)))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::CartEvent, Status>> + Send + 'static>>;
@@ -202,34 +117,14 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::CreateCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.into_inner();
-        let fp = fingerprint("CreateCart", &r, |m| m.request_id.clear());
-        // The same fingerprint guards the reference and the key.
-        let idem = idempotency_key(&r.request_id, || fp)?;
-        let new = parse::new_cart(&r, self.default_currency).map_err(to_status)?;
-        self.check_callback_hosts(&[
-            ("callback_url", &r.callback_url),
-            ("callback_cancel_url", &r.callback_cancel_url),
-        ])?;
-        let cart = self
-            .carts
-            .create(&tenant, new, fp, idem.as_ref())
-            .await
-            .map_err(to_status)?;
-        telemetry::record_cart_id(cart.id);
-        Ok(Response::new(cart_into_proto(cart)))
+        rendered(self.answer_create_cart(req).await)
     }
 
     async fn get_cart(
         &self,
         req: Request<proto::GetCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Read)?;
-        let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
-        telemetry::record_cart_id(id);
-        let cart = self.carts.get(&tenant, id).await.map_err(to_status)?;
-        Ok(Response::new(cart_into_proto(cart)))
+        rendered(self.answer_get_cart(req).await)
     }
 
     async fn list_carts(
@@ -262,151 +157,63 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::AddItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("AddItems", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = require_items(&r.items)
-            .and_then(|_| parse::items(&r.items, false).map(Command::AddItems));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_add_items(req).await)
     }
 
     async fn set_items(
         &self,
         req: Request<proto::SetItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("SetItems", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = require_items(&r.items)
-            .and_then(|_| parse::items(&r.items, true).map(Command::SetItems));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_set_items(req).await)
     }
 
     async fn remove_items(
         &self,
         req: Request<proto::RemoveItemsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("RemoveItems", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::skus(&r.skus).map(Command::RemoveItems);
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_remove_items(req).await)
     }
 
     async fn clear_cart(
         &self,
         req: Request<proto::ClearCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("ClearCart", r, &r.request_id, |m| m.request_id.clear())?;
-        self.apply(
-            &tenant,
-            &r.cart_id,
-            Ok(Command::Clear),
-            r.expected_version,
-            idem,
-        )
-        .await
+        rendered(self.answer_clear_cart(req).await)
     }
 
     async fn update_cart(
         &self,
         req: Request<proto::UpdateCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("UpdateCart", r, &r.request_id, |m| m.request_id.clear())?;
-        self.check_callback_hosts(&[
-            ("callback_url", r.callback_url.as_deref().unwrap_or("")),
-            (
-                "callback_cancel_url",
-                r.callback_cancel_url.as_deref().unwrap_or(""),
-            ),
-        ])?;
-        let cmd = parse::details(r).map(Command::Update);
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_update_cart(req).await)
     }
 
     async fn merge_carts(
         &self,
         req: Request<proto::MergeCartsRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("MergeCarts", r, &r.request_id, |m| m.request_id.clear())?;
-        let merge = (|| {
-            let source = parse::cart_id(&r.source_cart_id, "source_cart_id")?;
-            let target = parse::optional_cart_id(&r.target_cart_id, "target_cart_id")?;
-            if target == Some(source) {
-                return Err(CartError::invalid(
-                    "target_cart_id",
-                    Reason::InvalidField,
-                    "must differ from source_cart_id",
-                ));
-            }
-            Ok(MergeRequest {
-                source,
-                target,
-                customer_id: parse::customer_id(&r.customer_id)?,
-                strategy: parse::merge_strategy(r.strategy)?,
-                expected_version: parse::expected_version(r.expected_version)?,
-            })
-        })()
-        .map_err(to_status)?;
-        telemetry::record_cart_id(merge.source);
-        let cart = self
-            .carts
-            .merge(&tenant, &merge, idem.as_ref())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(cart_into_proto(cart)))
+        rendered(self.answer_merge_carts(req).await)
     }
 
     async fn submit_cart(
         &self,
         req: Request<proto::SubmitCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let tenant = authorize(&req, Scope::Write)?;
-        let r = req.get_ref();
-        let idem = idempotency("SubmitCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::expected_total(&r.expected_total)
-            .map(|expected_total| Command::Submit { expected_total });
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_submit_cart(req).await)
     }
 
     async fn confirm_cart(
         &self,
         req: Request<proto::ConfirmCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let r = req.get_ref();
-        // The actor decides the scope; an invalid one is bad input first.
-        let actor = parse::actor(r.actor, true)
-            .map_err(to_status)?
-            .unwrap_or(crate::domain::Actor::Customer);
-        let tenant = authorize(&req, Scope::of_actor(Some(actor)))?;
-        let idem = idempotency("ConfirmCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = Ok(Command::Confirm(actor));
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_confirm_cart(req).await)
     }
 
     async fn cancel_cart(
         &self,
         req: Request<proto::CancelCartRequest>,
     ) -> Result<Response<proto::Cart>, Status> {
-        let r = req.get_ref();
-        let actor = parse::actor(r.actor, false).map_err(to_status)?;
-        let tenant = authorize(&req, Scope::of_actor(actor))?;
-        let idem = idempotency("CancelCart", r, &r.request_id, |m| m.request_id.clear())?;
-        let cmd = parse::cancel_reason(&r.reason).map(|reason| Command::Cancel { actor, reason });
-        self.apply(&tenant, &r.cart_id, cmd, r.expected_version, idem)
-            .await
+        rendered(self.answer_cancel_cart(req).await)
     }
 
     type WatchCartStream = EventStream;
@@ -432,7 +239,7 @@ impl CartService for CartApi {
 
 /// The two watch calls up to their stream of domain items: how the items
 /// are put on the wire is the caller's (`events_to_proto` here; encoded
-/// once per replica in `super::watch_routes`).
+/// once per replica in `super::routes`).
 impl CartApi {
     pub(super) async fn open_cart_watch(
         &self,
@@ -509,15 +316,4 @@ fn events_to_proto(stream: WatchStream) -> EventStream {
         Ok(w) => Ok(convert::watched_to_proto(&w)),
         Err(e) => Err(to_status(*e)),
     }))
-}
-
-fn require_items(items: &[proto::ItemInput]) -> Result<(), CartError> {
-    if items.is_empty() {
-        return Err(CartError::invalid(
-            "items",
-            Reason::InvalidField,
-            "is required",
-        ));
-    }
-    Ok(())
 }

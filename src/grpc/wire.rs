@@ -1,0 +1,259 @@
+//! A cart's `cart.v1.Cart` written straight from the domain value: the
+//! bytes prost writes for `convert::cart_to_proto` (same fields, same
+//! order; tested byte for byte below), without building the message first.
+//! A 300-line answer built as a message copied every line's strings out of
+//! the cart, formatted its amounts into 900 strings and dropped it all
+//! again: 40% of the server's CPU per AddItems of such a cart.
+
+use bytes::BufMut;
+use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+use super::convert::{confirmation_to_proto, status_to_proto, timestamp};
+use crate::domain::{Cart, Currency, LineItem};
+
+/// The encoded `cart.v1.Cart` of `c`, appended to `buf`.
+pub fn encode_cart(c: &Cart, buf: &mut impl BufMut) {
+    let cur = c.currency;
+    let mut amounts = Amounts::default();
+    string(
+        1,
+        c.id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        buf,
+    );
+    string(2, &c.customer_id, buf);
+    string(3, &c.reference, buf);
+    string(4, cur.code(), buf);
+    string(5, c.country.map(|c| c.code()).unwrap_or_default(), buf);
+    string(6, &c.channel, buf);
+    string(7, &c.description, buf);
+    map(8, &c.metadata, buf);
+    int(9, confirmation_to_proto(c.confirmation_type) as i64, buf);
+    string(10, &c.callback_url, buf);
+    string(11, &c.callback_cancel_url, buf);
+    int(12, status_to_proto(c.status) as i64, buf);
+    for l in &c.items {
+        line(13, l, cur, &mut amounts, buf);
+    }
+    for (tag, amount) in [
+        (14, c.subtotal()),
+        (15, c.discount_total()),
+        (16, c.total()),
+    ] {
+        amounts.set(cur, &[amount]);
+        string(tag, amounts.get(0), buf);
+    }
+    int(17, c.item_quantity(), buf);
+    int(18, c.version, buf);
+    encoding::message::encode(19, &timestamp(c.created_at), buf);
+    encoding::message::encode(20, &timestamp(c.updated_at), buf);
+    if let Some(at) = c.expires_at {
+        encoding::message::encode(21, &timestamp(at), buf);
+    }
+    if let Some(id) = c.merged_into_cart_id {
+        string(
+            22,
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            buf,
+        );
+    }
+    string(23, &c.cancel_reason, buf);
+}
+
+/// A line's unit_price, list_price and line_total.
+const AMOUNT_TAGS: [u32; 3] = [4, 5, 6];
+
+/// One `LineItem` (a length-delimited field `tag`): its amounts are
+/// formatted first, for its length.
+fn line(tag: u32, l: &LineItem, cur: Currency, amounts: &mut Amounts, buf: &mut impl BufMut) {
+    amounts.set(cur, &[l.unit_price, l.list_price, l.line_total()]);
+    let len = string_len(1, &l.sku)
+        + string_len(2, &l.name)
+        + int_len(3, i64::from(l.quantity))
+        + AMOUNT_TAGS
+            .iter()
+            .enumerate()
+            .map(|(i, &tag)| string_len(tag, amounts.get(i)))
+            .sum::<usize>()
+        + encoding::btree_map::encoded_len(
+            encoding::string::encoded_len,
+            encoding::string::encoded_len,
+            7,
+            &l.attributes,
+        );
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    string(1, &l.sku, buf);
+    string(2, &l.name, buf);
+    int(3, i64::from(l.quantity), buf);
+    for (i, tag) in AMOUNT_TAGS.into_iter().enumerate() {
+        string(tag, amounts.get(i), buf);
+    }
+    map(7, &l.attributes, buf);
+}
+
+/// Up to three amounts formatted into one reused buffer.
+#[derive(Default)]
+struct Amounts {
+    text: String,
+    ends: [usize; 3],
+}
+
+impl Amounts {
+    fn set(&mut self, cur: Currency, amounts: &[rust_decimal::Decimal]) {
+        self.text.clear();
+        for (end, a) in self.ends.iter_mut().zip(amounts) {
+            cur.format_to(*a, &mut self.text);
+            *end = self.text.len();
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
+/// A string field; proto3 leaves an empty one out.
+fn string(tag: u32, s: &str, buf: &mut impl BufMut) {
+    if !s.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(s.len() as u64, buf);
+        buf.put_slice(s.as_bytes());
+    }
+}
+
+fn string_len(tag: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+    }
+}
+
+/// An int32, int64 or enum field (negative int32s sign-extended, as
+/// protobuf writes them); proto3 leaves a zero out.
+fn int(tag: u32, v: i64, buf: &mut impl BufMut) {
+    if v != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(v as u64, buf);
+    }
+}
+
+fn int_len(tag: u32, v: i64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(v as u64)
+    }
+}
+
+fn map(tag: u32, m: &std::collections::BTreeMap<String, String>, buf: &mut impl BufMut) {
+    encoding::btree_map::encode(
+        encoding::string::encode,
+        encoding::string::encoded_len,
+        encoding::string::encode,
+        encoding::string::encoded_len,
+        tag,
+        m,
+        buf,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use chrono::{DateTime, Utc};
+    use proptest::prelude::*;
+    use prost::Message as _;
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::{
+        domain::{CartStatus, ConfirmationType, Country},
+        grpc::convert::cart_to_proto,
+    };
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z0-9-]{1,12}", "\\PC{0,20}"]
+    }
+
+    fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
+        prop::collection::btree_map(text(), text(), 0..4)
+    }
+
+    fn amount() -> impl Strategy<Value = Decimal> {
+        (0i64..10_000_000_000, 0u32..=4).prop_map(|(m, scale)| Decimal::new(m, scale))
+    }
+
+    fn line() -> impl Strategy<Value = LineItem> {
+        (text(), text(), -5i32..100_000, amount(), amount(), map()).prop_map(
+            |(sku, name, quantity, unit_price, list_price, attributes)| LineItem {
+                sku,
+                name,
+                quantity,
+                unit_price,
+                list_price,
+                attributes,
+            },
+        )
+    }
+
+    fn time() -> impl Strategy<Value = DateTime<Utc>> {
+        (0i64..4_000_000_000, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| DateTime::from_timestamp(s, n).expect("in range"))
+    }
+
+    prop_compose! {
+        fn cart()(
+            strings in prop::collection::vec(text(), 7),
+            metadata in map(),
+            currency in prop::sample::select(vec!["USD", "JPY", "BHD", "EUR"]),
+            country in prop::option::of(Just("DE")),
+            status in prop::sample::select(vec![
+                CartStatus::Active, CartStatus::AwaitingCustomer, CartStatus::Confirmed,
+                CartStatus::Cancelled, CartStatus::Merged,
+            ]),
+            confirmation_type in prop::sample::select(vec![
+                ConfirmationType::Automatic, ConfirmationType::ServerCallback, ConfirmationType::Manual,
+            ]),
+            items in prop::collection::vec(line(), 0..12),
+            version in 0i64..1_000_000,
+            times in (time(), time(), prop::option::of(time())),
+            merged in prop::option::of(any::<u128>()),
+        ) -> Cart {
+            Cart {
+                id: uuid::Uuid::from_u128(u128::from(version as u64) << 64 | 7),
+                customer_id: strings[0].clone(),
+                reference: strings[1].clone(),
+                currency: Currency::parse(currency).expect("known"),
+                country: country.and_then(Country::parse),
+                channel: strings[2].clone(),
+                description: strings[3].clone(),
+                metadata,
+                confirmation_type,
+                callback_url: strings[4].clone(),
+                callback_cancel_url: strings[5].clone(),
+                status,
+                items: items.into_iter().map(Arc::new).collect(),
+                version,
+                created_at: times.0,
+                updated_at: times.1,
+                expires_at: times.2,
+                merged_into_cart_id: merged.map(uuid::Uuid::from_u128),
+                cancel_reason: strings[6].clone(),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn writes_the_bytes_prost_writes_for_the_message(c in cart()) {
+            let mut written = Vec::new();
+            encode_cart(&c, &mut written);
+            prop_assert_eq!(written, cart_to_proto(&c).encode_to_vec());
+        }
+    }
+}
