@@ -1,18 +1,19 @@
-//! The calls that answer a cart, as the service works them out: the
-//! request checked and turned into domain values, one use case, the cart it
-//! answers. `service` renders the answer as a message for the generated
+//! The calls that answer carts, as the service works them out: the
+//! request checked and turned into domain values, one use case, the cart
+//! (or ListCarts page) it answers. `service` renders the answer as a message for the generated
 //! server; `routes` encodes it straight from the cart (`wire`).
 
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-use super::{auth::authorize, parse, service::CartApi, status::to_status};
+use super::{auth::authorize, parse, service::CartApi, status::to_status, wire::Page};
 use crate::{
     domain::{
         Cart, CartError, Command, IdempotencyKey, Reason, Scope, TenantId, limits::MAX_ID_CHARS,
         text::check_token,
     },
+    ports::ListQuery,
     proto, telemetry,
     usecase::MergeRequest,
 };
@@ -49,6 +50,32 @@ impl CartApi {
         let id = parse::cart_id(&req.get_ref().cart_id, "cart_id").map_err(to_status)?;
         telemetry::record_cart_id(id);
         self.carts.get(&tenant, id).await.map_err(to_status)
+    }
+
+    pub(super) async fn answer_list_carts(
+        &self,
+        req: Request<proto::ListCartsRequest>,
+    ) -> Result<Page, Status> {
+        let tenant = authorize(&req, Scope::Read)?;
+        let r = req.get_ref();
+        let query = (|| {
+            Ok::<_, CartError>(ListQuery {
+                customer_id: parse::customer_id(&r.customer_id)?,
+                statuses: parse::statuses(&r.statuses)?,
+                page_size: parse::page_size(r.page_size)?,
+                after: parse::parse_page_token(&r.page_token)?,
+            })
+        })()
+        .map_err(to_status)?;
+        let page = self.carts.list(&tenant, &query).await.map_err(to_status)?;
+        Ok(Page {
+            carts: page.carts,
+            next_page_token: page
+                .next
+                .as_ref()
+                .map(parse::page_token)
+                .unwrap_or_default(),
+        })
     }
 
     pub(super) async fn answer_add_items(

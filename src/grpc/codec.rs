@@ -16,8 +16,8 @@ use tonic::{
 };
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
-use super::{status::to_status, wire};
-use crate::domain::{Cart, CartError, Reason, size};
+use super::{status::to_status, wire::Answer};
+use crate::domain::{CartError, Reason};
 
 /// tonic's: encoded messages are handed on once this many bytes wait.
 const YIELD_THRESHOLD: usize = 32 * 1024;
@@ -126,29 +126,31 @@ impl Encoder for EncodedEncoder {
     }
 }
 
-/// The codec of the calls that answer a cart, served by `super::routes`:
-/// requests decode as above; the answer is written straight from the
-/// domain cart (`wire`), not built as a message first.
+/// The codec of the calls that answer carts, served by `super::routes`:
+/// requests decode as above; the answer (`T`: a cart, or a ListCarts page)
+/// is written straight from the domain carts (`super::wire`), not built as
+/// a message first.
 #[derive(Debug)]
-pub struct AnswerCodec<U>(PhantomData<U>);
+pub struct AnswerCodec<T, U>(PhantomData<(T, U)>);
 
-impl<U> Default for AnswerCodec<U> {
+impl<T, U> Default for AnswerCodec<T, U> {
     fn default() -> Self {
         AnswerCodec(PhantomData)
     }
 }
 
-impl<U> Codec for AnswerCodec<U>
+impl<T, U> Codec for AnswerCodec<T, U>
 where
+    T: Answer,
     U: prost::Message + Default + Send + 'static,
 {
-    type Encode = Cart;
+    type Encode = T;
     type Decode = U;
-    type Encoder = AnswerEncoder;
+    type Encoder = AnswerEncoder<T>;
     type Decoder = CartDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        AnswerEncoder
+        AnswerEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -156,17 +158,16 @@ where
     }
 }
 
-pub struct AnswerEncoder;
+pub struct AnswerEncoder<T>(PhantomData<T>);
 
-impl Encoder for AnswerEncoder {
-    type Item = Cart;
+impl<T: Answer> Encoder for AnswerEncoder<T> {
+    type Item = T;
     type Error = Status;
 
-    fn encode(&mut self, cart: Cart, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // At least the encoded length (a bound within a few bytes a field):
-        // one allocation instead of the buffer doubling up from 512 bytes.
-        dst.reserve(size::encoded_len(&cart));
-        wire::encode_cart(&cart, dst);
+    fn encode(&mut self, answer: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // One allocation instead of the buffer doubling up from 512 bytes.
+        dst.reserve(answer.size_bound());
+        answer.encode(dst);
         Ok(())
     }
 

@@ -1,8 +1,7 @@
-//! `cart.v1.CartService` as served. The calls that answer a cart are served
-//! here with the cart encoded straight from the domain value (`super::wire`),
-//! and the two watch calls with each event encoded once per replica
-//! (`super::encoded`) instead of once per stream; ListCarts goes to the
-//! generated server. The generated trait's own methods give the same
+//! `cart.v1.CartService` as served. The calls that answer carts (ListCarts
+//! included) are served here with the carts encoded straight from the
+//! domain values (`super::wire`), and the two watch calls with each event
+//! encoded once per replica (`super::encoded`) instead of once per stream. The generated trait's own methods give the same
 //! answers through messages (`wire` is tested to write the same bytes);
 //! they are what a server without these routes would run.
 
@@ -26,9 +25,9 @@ use super::{
     encoded::EncodedEvents,
     service::CartApi,
     status::to_status,
+    wire::Answer,
 };
 use crate::{
-    domain::Cart,
     proto::{self, cart_service_server::CartServiceServer},
     watch::WatchStream,
 };
@@ -101,6 +100,10 @@ where
                     api.answer_create_cart(r).await
                 },
             ),
+            "ListCarts" => self
+                .answer(req, |api, r: Request<proto::ListCartsRequest>| async move {
+                    api.answer_list_carts(r).await
+                }),
             "GetCart" => self.answer(req, |api, r: Request<proto::GetCartRequest>| async move {
                 api.answer_get_cart(r).await
             }),
@@ -160,9 +163,9 @@ where
 }
 
 impl CartRoutes {
-    /// A call that answers a cart: the request decoded, the cart `work`
+    /// A call that answers carts: the request decoded, what `work`
     /// answers encoded.
-    fn answer<U, B, F, Answered>(
+    fn answer<T, U, B, F, Answered>(
         &self,
         req: http::Request<B>,
         work: F,
@@ -172,9 +175,10 @@ impl CartRoutes {
         B: http_body::Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
         F: Fn(Arc<CartApi>, Request<U>) -> Answered + Send + 'static,
-        Answered: Future<Output = Result<Cart, Status>> + Send + 'static,
+        T: Answer,
+        Answered: Future<Output = Result<T, Status>> + Send + 'static,
     {
-        let mut grpc = self.grpc(AnswerCodec::<U>::default());
+        let mut grpc = self.grpc(AnswerCodec::<T, U>::default());
         let api = self.api.clone();
         let call = tower::service_fn(move |r: Request<U>| {
             let answered = work(api.clone(), r);

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     domain::{Cart, CartError, Currency, Reason, Scope, TenantId},
     metrics::Metrics,
-    ports::{EventLog, ListQuery},
+    ports::EventLog,
     proto::{self, cart_service_server::CartService},
     telemetry,
     usecase::Carts,
@@ -131,25 +131,10 @@ impl CartService for CartApi {
         &self,
         req: Request<proto::ListCartsRequest>,
     ) -> Result<Response<proto::ListCartsResponse>, Status> {
-        let tenant = authorize(&req, Scope::Read)?;
-        let r = req.get_ref();
-        let query = (|| {
-            Ok::<_, CartError>(ListQuery {
-                customer_id: parse::customer_id(&r.customer_id)?,
-                statuses: parse::statuses(&r.statuses)?,
-                page_size: parse::page_size(r.page_size)?,
-                after: parse::parse_page_token(&r.page_token)?,
-            })
-        })()
-        .map_err(to_status)?;
-        let page = self.carts.list(&tenant, &query).await.map_err(to_status)?;
+        let page = self.answer_list_carts(req).await?;
         Ok(Response::new(proto::ListCartsResponse {
             carts: page.carts.into_iter().map(cart_into_proto).collect(),
-            next_page_token: page
-                .next
-                .as_ref()
-                .map(parse::page_token)
-                .unwrap_or_default(),
+            next_page_token: page.next_page_token,
         }))
     }
 

@@ -9,7 +9,50 @@ use bytes::BufMut;
 use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use super::convert::{confirmation_to_proto, status_to_proto, timestamp};
-use crate::domain::{Cart, Currency, LineItem};
+use crate::domain::{Cart, Currency, LineItem, size};
+
+/// An answer written straight to the wire (see `codec::AnswerCodec`).
+pub trait Answer: Send + 'static {
+    /// At least the encoded length, within a few bytes a field.
+    fn size_bound(&self) -> usize;
+    fn encode(&self, buf: &mut impl BufMut);
+}
+
+impl Answer for Cart {
+    fn size_bound(&self) -> usize {
+        size::encoded_len(self)
+    }
+
+    fn encode(&self, buf: &mut impl BufMut) {
+        encode_cart(self, buf)
+    }
+}
+
+/// A ListCarts answer: `cart.v1.ListCartsResponse`.
+pub struct Page {
+    pub carts: Vec<Cart>,
+    pub next_page_token: String,
+}
+
+impl Answer for Page {
+    fn size_bound(&self) -> usize {
+        let carts: usize = self.carts.iter().map(|c| 6 + size::encoded_len(c)).sum();
+        carts + 6 + self.next_page_token.len()
+    }
+
+    fn encode(&self, buf: &mut impl BufMut) {
+        // Each cart is written once into a scratch buffer for its length.
+        let mut cart = Vec::new();
+        for c in &self.carts {
+            cart.clear();
+            encode_cart(c, &mut cart);
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(cart.len() as u64, buf);
+            buf.put_slice(&cart);
+        }
+        string(2, &self.next_page_token, buf);
+    }
+}
 
 /// The encoded `cart.v1.Cart` of `c`, appended to `buf`.
 pub fn encode_cart(c: &Cart, buf: &mut impl BufMut) {
@@ -174,6 +217,7 @@ mod tests {
     use crate::{
         domain::{CartStatus, ConfirmationType, Country},
         grpc::convert::cart_to_proto,
+        proto,
     };
 
     fn text() -> impl Strategy<Value = String> {
@@ -252,8 +296,25 @@ mod tests {
         #[test]
         fn writes_the_bytes_prost_writes_for_the_message(c in cart()) {
             let mut written = Vec::new();
-            encode_cart(&c, &mut written);
+            c.encode(&mut written);
+            prop_assert!(c.size_bound() >= written.len());
             prop_assert_eq!(written, cart_to_proto(&c).encode_to_vec());
+        }
+
+        #[test]
+        fn writes_a_page_as_prost_writes_it(
+            carts in prop::collection::vec(cart(), 0..4),
+            next_page_token in text(),
+        ) {
+            let message = proto::ListCartsResponse {
+                carts: carts.iter().map(cart_to_proto).collect(),
+                next_page_token: next_page_token.clone(),
+            };
+            let page = Page { carts, next_page_token };
+            let mut written = Vec::new();
+            page.encode(&mut written);
+            prop_assert!(page.size_bound() >= written.len());
+            prop_assert_eq!(written, message.encode_to_vec());
         }
     }
 }
