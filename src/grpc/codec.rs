@@ -9,7 +9,6 @@
 
 use std::marker::PhantomData;
 
-use bytes::{BufMut as _, Bytes};
 use tonic::{
     Code, Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -77,59 +76,10 @@ impl<U: prost::Message + Default> Decoder for CartDecoder<U> {
     }
 }
 
-/// The codec of the watch calls served by `super::routes`: requests
-/// decode as above; responses are messages already encoded (once per
-/// replica, however many streams send them), copied into the frame as they are.
-#[derive(Debug)]
-pub struct EncodedCodec<U>(PhantomData<U>);
-
-impl<U> Default for EncodedCodec<U> {
-    fn default() -> Self {
-        EncodedCodec(PhantomData)
-    }
-}
-
-impl<U> Codec for EncodedCodec<U>
-where
-    U: prost::Message + Default + Send + 'static,
-{
-    type Encode = Bytes;
-    type Decode = U;
-    type Encoder = EncodedEncoder;
-    type Decoder = CartDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        EncodedEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        CartDecoder(ProstDecoder::new(buffers()))
-    }
-}
-
-pub struct EncodedEncoder;
-
-impl Encoder for EncodedEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-
-    /// No first buffer: an encoded event is copied in whole, so the buffer
-    /// is sized by the first event a stream sends, and a stream that has
-    /// sent none (most WatchCarts streams, most of the time) holds none.
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(0, YIELD_THRESHOLD)
-    }
-}
-
-/// The codec of the calls that answer carts, served by `super::routes`:
-/// requests decode as above; the answer (`T`: a cart, or a ListCarts page)
-/// is written straight from the domain carts (`super::wire`), not built as
-/// a message first.
+/// The codec of the calls served by `super::routes`: requests decode as
+/// above; the answer (`T`: a cart or a ListCarts page written straight from
+/// the domain values, or a watch event already encoded once per replica)
+/// is written into the frame as it is, not built as a message first.
 #[derive(Debug)]
 pub struct AnswerCodec<T, U>(PhantomData<(T, U)>);
 
@@ -165,13 +115,16 @@ impl<T: Answer> Encoder for AnswerEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, answer: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // One allocation instead of the buffer doubling up from 512 bytes.
+        // One allocation, sized by the first answer.
         dst.reserve(answer.size_bound());
         answer.encode(dst);
         Ok(())
     }
 
+    /// No first buffer: each answer reserves what it needs, so a stream
+    /// that has sent nothing (most WatchCarts streams, most of the time)
+    /// holds no buffer.
     fn buffer_settings(&self) -> BufferSettings {
-        buffers()
+        BufferSettings::new(0, YIELD_THRESHOLD)
     }
 }

@@ -21,16 +21,9 @@ use tonic::{
 };
 
 use super::{
-    codec::{AnswerCodec, EncodedCodec},
-    encoded::EncodedEvents,
-    service::CartApi,
-    status::to_status,
-    wire::Answer,
+    codec::AnswerCodec, encoded::EncodedEvents, service::CartApi, status::to_status, wire::Answer,
 };
-use crate::{
-    proto::{self, cart_service_server::CartServiceServer},
-    watch::WatchStream,
-};
+use crate::{proto::cart_service_server::CartServiceServer, watch::WatchStream};
 
 const SERVICE: &str = "/cart.v1.CartService/";
 
@@ -94,65 +87,34 @@ where
             return self.generated.call(req);
         };
         match method {
-            "CreateCart" => self.answer(
-                req,
-                |api, r: Request<proto::CreateCartRequest>| async move {
-                    api.answer_create_cart(r).await
-                },
-            ),
-            "ListCarts" => self
-                .answer(req, |api, r: Request<proto::ListCartsRequest>| async move {
-                    api.answer_list_carts(r).await
-                }),
-            "GetCart" => self.answer(req, |api, r: Request<proto::GetCartRequest>| async move {
-                api.answer_get_cart(r).await
-            }),
-            "AddItems" => self.answer(req, |api, r: Request<proto::AddItemsRequest>| async move {
-                api.answer_add_items(r).await
-            }),
-            "SetItems" => self.answer(req, |api, r: Request<proto::SetItemsRequest>| async move {
-                api.answer_set_items(r).await
-            }),
+            "CreateCart" => {
+                self.answer(req, |api, r| async move { api.answer_create_cart(r).await })
+            }
+            "ListCarts" => self.answer(req, |api, r| async move { api.answer_list_carts(r).await }),
+            "GetCart" => self.answer(req, |api, r| async move { api.answer_get_cart(r).await }),
+            "AddItems" => self.answer(req, |api, r| async move { api.answer_add_items(r).await }),
+            "SetItems" => self.answer(req, |api, r| async move { api.answer_set_items(r).await }),
             "RemoveItems" => self.answer(
                 req,
-                |api, r: Request<proto::RemoveItemsRequest>| async move {
-                    api.answer_remove_items(r).await
-                },
+                |api, r| async move { api.answer_remove_items(r).await },
             ),
-            "ClearCart" => self
-                .answer(req, |api, r: Request<proto::ClearCartRequest>| async move {
-                    api.answer_clear_cart(r).await
-                }),
-            "UpdateCart" => self.answer(
-                req,
-                |api, r: Request<proto::UpdateCartRequest>| async move {
-                    api.answer_update_cart(r).await
-                },
-            ),
-            "MergeCarts" => self.answer(
-                req,
-                |api, r: Request<proto::MergeCartsRequest>| async move {
-                    api.answer_merge_carts(r).await
-                },
-            ),
-            "SubmitCart" => self.answer(
-                req,
-                |api, r: Request<proto::SubmitCartRequest>| async move {
-                    api.answer_submit_cart(r).await
-                },
-            ),
+            "ClearCart" => self.answer(req, |api, r| async move { api.answer_clear_cart(r).await }),
+            "UpdateCart" => {
+                self.answer(req, |api, r| async move { api.answer_update_cart(r).await })
+            }
+            "MergeCarts" => {
+                self.answer(req, |api, r| async move { api.answer_merge_carts(r).await })
+            }
+            "SubmitCart" => {
+                self.answer(req, |api, r| async move { api.answer_submit_cart(r).await })
+            }
             "ConfirmCart" => self.answer(
                 req,
-                |api, r: Request<proto::ConfirmCartRequest>| async move {
-                    api.answer_confirm_cart(r).await
-                },
+                |api, r| async move { api.answer_confirm_cart(r).await },
             ),
-            "CancelCart" => self.answer(
-                req,
-                |api, r: Request<proto::CancelCartRequest>| async move {
-                    api.answer_cancel_cart(r).await
-                },
-            ),
+            "CancelCart" => {
+                self.answer(req, |api, r| async move { api.answer_cancel_cart(r).await })
+            }
             "WatchCart" => self.watch(req, |api, r| async move { api.open_cart_watch(&r).await }),
             "WatchCarts" => {
                 self.watch(req, |api, r| async move { api.open_tenant_watch(&r).await })
@@ -201,7 +163,7 @@ impl CartRoutes {
         F: Fn(Arc<CartApi>, Request<U>) -> Opened + Send + 'static,
         Opened: Future<Output = Result<WatchStream, Status>> + Send + 'static,
     {
-        let mut grpc = self.grpc(EncodedCodec::<U>::default());
+        let mut grpc = self.grpc(AnswerCodec::<Bytes, U>::default());
         let (api, cache) = (self.api.clone(), self.encoded.clone());
         let watch = tower::service_fn(move |r: Request<U>| {
             let opened = open(api.clone(), r);
