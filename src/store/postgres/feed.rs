@@ -4,7 +4,10 @@
 //! publisher when another replica commits. Both use their own connections,
 //! outside the pool, so a busy pool never stalls watchers.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::Notify;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -18,6 +21,9 @@ const POLL: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_millis(1);
 /// Head computations per wake-up before waiting for the next one.
 const MAX_ROUNDS: usize = 100;
+/// The same while nobody watches on this replica: a candidate read in the
+/// first round is final in the second once its writers ended.
+const IDLE_ROUNDS: usize = 2;
 /// Events read per query when publishing.
 const PAGE: i64 = 1000;
 
@@ -151,7 +157,7 @@ pub(super) async fn start(cfg: tokio_postgres::Config, feed: Arc<EventFeed>) -> 
         published: 0,
     };
     // Start from the present: history is read from the log by watchers.
-    if let Err(e) = publisher.settle(false).await {
+    if let Err(e) = publisher.settle(false, MAX_ROUNDS).await {
         tracing::warn!(error = %e, "event feed could not read the log head yet");
     }
     publisher.published = publisher.mark.safe;
@@ -173,13 +179,23 @@ struct Publisher {
 impl Publisher {
     async fn run(mut self, local: Arc<Committed>, remote: Arc<Notify>) {
         let mut failing = false;
+        let mut refreshed = Instant::now();
         loop {
-            tokio::select! {
-                () = local.publisher.notified() => {}
-                () = remote.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+            let subscribed = tokio::select! {
+                () = local.publisher.notified() => false,
+                () = remote.notified() => false,
+                () = self.feed.subscribed() => true,
+                () = tokio::time::sleep(POLL) => false,
+            };
+            let watched = subscribed || self.feed.has_subscribers();
+            // Nobody watches here: the head only needs to stay about as
+            // fresh as the poll, and one candidate moving on is enough.
+            if !watched && refreshed.elapsed() < POLL {
+                continue;
             }
-            match self.settle(true).await {
+            let rounds = if watched { MAX_ROUNDS } else { IDLE_ROUNDS };
+            refreshed = Instant::now();
+            match self.settle(true, rounds).await {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("event feed reading the log again");
@@ -204,8 +220,8 @@ impl Publisher {
     }
 
     /// Moves the head as far as transactions allow, publishing as it goes.
-    async fn settle(&mut self, publish: bool) -> Result<(), CartError> {
-        for round in 0..MAX_ROUNDS {
+    async fn settle(&mut self, publish: bool, rounds: usize) -> Result<(), CartError> {
+        for round in 0..rounds {
             if round > 0 {
                 tokio::time::sleep(SETTLE).await;
             }
