@@ -23,7 +23,9 @@
 # SERVER_BIN (target/release/cart-service), STALL (5s), STALL_CLIENTS (8),
 # STALL_DEADLINE (100ms), DB (cart_bench_overload), NO_BUILD (set: skip the
 # cargo build), OVER_ARGS (extra cart-bench arguments of the overload step,
-# e.g. "--overload-backoff-max 1ms": retry at once, to measure refusals), LABEL.
+# e.g. "--overload-backoff-max 1ms": retry at once, to measure refusals), LABEL,
+# A_NICE (0; e.g. 19: tenant a's load generator yields the CPU to the server,
+# Postgres and b, as if a's clients ran on other machines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,7 @@ STALL=${STALL:-5s}
 STALL_CLIENTS=${STALL_CLIENTS:-8}
 STALL_DEADLINE=${STALL_DEADLINE:-100ms}
 DB=${DB:-cart_bench_overload}
+A_NICE=${A_NICE:-0}
 mkdir -p "$(dirname "$OUT")" target/bench
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release --bin cart-service --bin cart-bench
@@ -87,7 +90,7 @@ if has fairness; then
     echo "== fairness: tenant a at $OVER_CLIENTS clients (one process), tenant b at $RATE_B/s (another) (load $(load))"
     # A's measured window (2 s warm-up, DURATION+4 s) covers B's (starts 3 s
     # later, 2 s warm-up, DURATION s).
-    "$BIN/cart-bench" --scenario overload "${common[@]}" "${A[@]}" --concurrency "$OVER_CLIENTS" \
+    nice -n "$A_NICE" "$BIN/cart-bench" --scenario overload "${common[@]}" "${A[@]}" --concurrency "$OVER_CLIENTS" \
         --deadline "$DEADLINE" --duration "$((DURATION + 4))s" --label "fairness a" >target/bench/overload-fairness-a.log &
     APID=$!
     sleep 3
