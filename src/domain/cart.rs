@@ -54,6 +54,22 @@ impl LineItem {
     pub fn line_total(&self) -> Decimal {
         self.unit_price * Decimal::from(self.quantity)
     }
+
+    /// The line at its list price.
+    pub fn list_total(&self) -> Decimal {
+        self.list_price * Decimal::from(self.quantity)
+    }
+}
+
+/// What a cart's lines add up to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Totals {
+    /// At list prices.
+    pub subtotal: Decimal,
+    /// Subtotal less total.
+    pub discount: Decimal,
+    /// At the prices paid.
+    pub total: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,18 +157,29 @@ impl Cart {
     }
 
     pub fn subtotal(&self) -> Decimal {
-        self.items
-            .iter()
-            .map(|l| l.list_price * Decimal::from(l.quantity))
-            .sum()
+        self.totals().subtotal
     }
 
     pub fn total(&self) -> Decimal {
-        self.items.iter().map(|l| l.line_total()).sum()
+        self.totals().total
     }
 
     pub fn discount_total(&self) -> Decimal {
-        self.subtotal() - self.total()
+        self.totals().discount
+    }
+
+    /// Subtotal, discount and total, in one pass over the lines.
+    pub fn totals(&self) -> Totals {
+        let (mut subtotal, mut total) = (Decimal::ZERO, Decimal::ZERO);
+        for l in &self.items {
+            subtotal += l.list_total();
+            total += l.line_total();
+        }
+        Totals {
+            subtotal,
+            discount: subtotal - total,
+            total,
+        }
     }
 
     pub fn item_quantity(&self) -> i64 {

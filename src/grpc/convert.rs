@@ -56,9 +56,7 @@ pub fn cart_to_proto(c: &Cart) -> proto::Cart {
 /// the message instead of being copied.
 pub fn cart_into_proto(c: Cart) -> proto::Cart {
     let cur = c.currency;
-    let subtotal = c.subtotal();
-    let discount_total = c.discount_total();
-    let total = c.total();
+    let totals = c.totals();
     let item_quantity = c.item_quantity();
     proto::Cart {
         id: c.id.to_string(),
@@ -87,9 +85,9 @@ pub fn cart_into_proto(c: Cart) -> proto::Cart {
                 attributes: l.attributes,
             })
             .collect(),
-        subtotal: cur.format(subtotal),
-        discount_total: cur.format(discount_total),
-        total: cur.format(total),
+        subtotal: cur.format(totals.subtotal),
+        discount_total: cur.format(totals.discount),
+        total: cur.format(totals.total),
         item_quantity,
         version: c.version,
         created_at: Some(timestamp(c.created_at)),

@@ -89,11 +89,8 @@ pub fn encode_cart(c: &Cart, buf: &mut impl BufMut) {
     for l in &c.items {
         line(13, l, cur, &mut amounts, buf);
     }
-    for (tag, amount) in [
-        (14, c.subtotal()),
-        (15, c.discount_total()),
-        (16, c.total()),
-    ] {
+    let t = c.totals();
+    for (tag, amount) in [(14, t.subtotal), (15, t.discount), (16, t.total)] {
         amounts.set(cur, &[amount]);
         string(tag, amounts.get(0), buf);
     }
