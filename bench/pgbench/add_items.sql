@@ -1,6 +1,6 @@
 -- AddItems of one line as the service runs it without a request_id
 -- (src/store/postgres/sql.rs; keep it in step): sql::GET_CARTS, then
--- sql::WRITE_CART, two round trips in autocommit: the path of a cart the
+-- sql::WRITE_CART_ONE_LINE, two round trips in autocommit: the path of a cart the
 -- replica does not remember (a remembered one is the write alone).
 --
 -- The read is GET_CARTS as the service sends it (every row still comes
@@ -9,10 +9,10 @@
 -- version, the customer (from the head), whether the SKU is in the cart
 -- and its quantity, and an approximate encoded size. The SKU, its name and
 -- price are cart-bench's (`SKU-nnnn`, "Bench item n", 1+n%50 . n*37%100).
--- The write is WRITE_CART with the parameters of a one-line add: no head
--- ($8 NULL), no key, no callback, not final ($27 NULL); the SKU's current
--- line ended ($19) when the cart has it, and its new state (quantity + 1,
--- or 1 at a new place) inserted. $6 now and $7 expires are now()
+-- The write is WRITE_CART_ONE_LINE with the parameters of a one-line add:
+-- no head ($8 NULL), no key, no callback, not final ($27 NULL); the SKU's
+-- current line ended ($19) when the cart has it, and its new state
+-- (quantity + 1, or 1 at a new place) inserted. $6 now and $7 expires are now()
 -- expressions (the service sends the database's time, read at connect).
 \set n random(1, :ncarts)
 \set s random(0, :nskus - 1)
@@ -33,7 +33,7 @@ SELECT r.*, p.sku,
        max(r.b) FILTER (WHERE r.kind = 0) OVER () + 1 AS v,
        max(r.j ->> 'customer_id') FILTER (WHERE r.kind = 1) OVER () AS cust,
        CASE WHEN count(*) FILTER (WHERE r.kind = 2 AND r.t1 = p.sku) OVER () > 0
-            THEN ARRAY[p.sku] ELSE '{}'::text[] END AS ended,
+            THEN p.sku ELSE '' END AS ended,
        coalesce(max(r.i) FILTER (WHERE r.kind = 2 AND r.t1 = p.sku) OVER (), 0) + 1 AS qty,
        300 + 80 * count(*) FILTER (WHERE r.kind = 2) OVER () AS size
 FROM r CROSS JOIN p \aset
@@ -53,7 +53,7 @@ WITH t AS (
     SELECT :tenant, id, version, NULL::jsonb FROM t WHERE NULL::jsonb IS NOT NULL
 ), ended AS (
     UPDATE cart_lines l SET valid_to = :v
-    WHERE l.tenant = :tenant AND l.cart_id = :cart_id AND l.valid_to IS NULL AND l.sku = ANY(:ended::text[])
+    WHERE l.tenant = :tenant AND l.cart_id = :cart_id AND l.valid_to IS NULL AND l.sku = nullif(:ended, '')::text
       AND EXISTS (SELECT FROM t)
     RETURNING l.sku, l.position
 ), lines AS (
@@ -61,10 +61,10 @@ WITH t AS (
                             unit_price, list_price, attributes)
     SELECT :tenant, t.id, n.sku, t.version, coalesce(e.position, n.position), n.name, n.quantity,
            n.unit_price, n.list_price, n.attributes
-    FROM t CROSS JOIN unnest(ARRAY[:sku]::text[], ARRAY[:v::int8 * 65536], ARRAY['Bench item ' || :s::int]::text[],
-                             ARRAY[:qty::int4], ARRAY[((1 + :s::int % 50) || '.' || lpad((:s::int * 37 % 100)::text, 2, '0'))::numeric],
-                             ARRAY[((1 + :s::int % 50) || '.' || lpad((:s::int * 37 % 100)::text, 2, '0'))::numeric],
-                             ARRAY[NULL]::jsonb[])
+    FROM t CROSS JOIN (SELECT * FROM (VALUES (:sku::text, :v::int8 * 65536, ('Bench item ' || :s::int)::text, :qty::int4,
+                             ((1 + :s::int % 50) || '.' || lpad((:s::int * 37 % 100)::text, 2, '0'))::numeric,
+                             ((1 + :s::int % 50) || '.' || lpad((:s::int * 37 % 100)::text, 2, '0'))::numeric,
+                             NULL::jsonb)) v WHERE :sku::text IS NOT NULL)
          AS n(sku, position, name, quantity, unit_price, list_price, attributes)
     LEFT JOIN ended e ON e.sku = n.sku
 ), ev AS (

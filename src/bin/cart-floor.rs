@@ -1,6 +1,6 @@
 //! The floor of our stack (issue 14): `cart.v1` GetCart and AddItems over
 //! the service's schema and the service's own statements (`GET_CART`,
-//! `WRITE_CART`), with the least work around them: no auth, metrics,
+//! `WRITE_CART_ONE_LINE`), with the least work around them: no auth, metrics,
 //! logging, idempotency, validation or use-case layer; rows become the
 //! domain cart and go out through the service's own conversion. Like the
 //! service it remembers the carts it read or wrote (without bound: the
@@ -26,7 +26,7 @@ use cart_service::{
     domain::{Cart, CartStatus, LineItem},
     grpc::convert::cart_into_proto,
     proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
-    store::postgres::statements::{GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART},
+    store::postgres::statements::{GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART_ONE_LINE},
 };
 use chrono::Utc;
 use clap::Parser;
@@ -197,7 +197,7 @@ impl CartService for Floor {
             list_price: price,
             attributes: input.attributes.clone().into_iter().collect(),
         };
-        let ended: Vec<&str> = existing.map(|_| input.sku.as_str()).into_iter().collect();
+        let ended: Option<&str> = existing.map(|_| input.sku.as_str());
         let now = Utc::now();
         let expires = now + chrono::TimeDelta::days(30);
         let version = cart.version + 1;
@@ -209,7 +209,10 @@ impl CartService for Floor {
         let no_version: Option<i64> = None;
         let no_time: Option<chrono::DateTime<Utc>> = None;
         let attributes = (!line.attributes.is_empty()).then_some(Json(&line.attributes));
-        let stmt = c.prepare_cached(WRITE_CART).await.map_err(internal)?;
+        let stmt = c
+            .prepare_cached(WRITE_CART_ONE_LINE)
+            .await
+            .map_err(internal)?;
         let written: i64 = c
             .query_one(
                 &stmt,
@@ -233,13 +236,13 @@ impl CartService for Floor {
                     &no_key,
                     &no_json,
                     &ended,
-                    &vec![line.sku.as_str()],
-                    &vec![place],
-                    &vec![line.name.as_str()],
-                    &vec![line.quantity],
-                    &vec![line.unit_price],
-                    &vec![line.list_price],
-                    &vec![attributes],
+                    &line.sku.as_str(),
+                    &place,
+                    &line.name.as_str(),
+                    &line.quantity,
+                    &line.unit_price,
+                    &line.list_price,
+                    &attributes,
                     &no_time,
                 ],
             )

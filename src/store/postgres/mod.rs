@@ -21,7 +21,7 @@ mod sql;
 /// the same way.
 pub mod statements {
     pub use super::SESSION_SETTINGS;
-    pub use super::sql::{GET_CART, STAMP_CART, WRITE_CART};
+    pub use super::sql::{GET_CART, STAMP_CART, WRITE_CART_ONE_LINE};
 }
 mod traced;
 mod unit;

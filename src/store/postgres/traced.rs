@@ -21,6 +21,7 @@ const NAMES: &[(&str, &str)] = &[
     ("GET_BY_REFERENCE", sql::GET_BY_REFERENCE),
     ("INSERT_CART", sql::INSERT_CART),
     ("WRITE_CART", sql::WRITE_CART),
+    ("WRITE_CART_ONE_LINE", sql::WRITE_CART_ONE_LINE),
     ("LIST_CARTS", sql::LIST_CARTS),
     ("LIST_CUSTOMER_CARTS", sql::LIST_CUSTOMER_CARTS),
     ("LIST_STATUS_CARTS", sql::LIST_STATUS_CARTS),

@@ -14,7 +14,10 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use tokio_postgres::{Row, types::Json};
+use tokio_postgres::{
+    Row,
+    types::{Json, ToSql},
+};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -375,41 +378,67 @@ impl UnitOfWork for PgUnit {
         let head = head_changed(before, cart).then(|| Json(head_of(cart)));
         let (ended, lines) = changed_lines(before, cart);
         let size = encoded_len(cart);
-        let stmt = c.prepare_cached(sql::WRITE_CART).await.map_err(fail)?;
+        let stored = stored_size(size);
+        let final_at = cart.status.is_final().then_some(write.at);
+        let (tenant_id, status) = (tenant.as_str(), cart.status.as_str());
+        let (event, previous) = (
+            write.change.event.as_str(),
+            write.change.previous_status.as_str(),
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &tenant_id,
+            &cart.id,
+            &cart.version,
+            &status,
+            &cart.customer_id,
+            &write.at,
+            &cart.expires_at,
+            &head,
+            &stored,
+            &event,
+            &previous,
+            &key,
+            &fingerprint,
+            &answer_id,
+            &answer_version,
+            &cb_id,
+            &cb_url,
+            &cb_payload,
+        ];
+        let (one_ended, one) = (ended.first(), &lines);
+        let (sku, position, name) = (one.skus.first(), one.positions.first(), one.names.first());
+        let (quantity, unit_price) = (one.quantities.first(), one.unit_prices.first());
+        let (list_price, attributes) = (one.list_prices.first(), one.attributes.first());
+        let query = if lines.skus.len() <= 1 && ended.len() <= 1 {
+            params.extend::<[&(dyn ToSql + Sync); 8]>([
+                &one_ended,
+                &sku,
+                &position,
+                &name,
+                &quantity,
+                &unit_price,
+                &list_price,
+                &attributes,
+            ]);
+            sql::WRITE_CART_ONE_LINE
+        } else {
+            params.extend::<[&(dyn ToSql + Sync); 8]>([
+                &ended,
+                &lines.skus,
+                &lines.positions,
+                &lines.names,
+                &lines.quantities,
+                &lines.unit_prices,
+                &lines.list_prices,
+                &lines.attributes,
+            ]);
+            sql::WRITE_CART
+        };
+        params.push(&final_at);
+        let stmt = c.prepare_cached(query).await.map_err(fail)?;
         let row = c
-            .query_one(
-                &stmt,
-                &[
-                    &tenant.as_str(),
-                    &cart.id,
-                    &cart.version,
-                    &cart.status.as_str(),
-                    &cart.customer_id,
-                    &write.at,
-                    &cart.expires_at,
-                    &head,
-                    &stored_size(size),
-                    &write.change.event.as_str(),
-                    &write.change.previous_status.as_str(),
-                    &key,
-                    &fingerprint,
-                    &answer_id,
-                    &answer_version,
-                    &cb_id,
-                    &cb_url,
-                    &cb_payload,
-                    &ended,
-                    &lines.skus,
-                    &lines.positions,
-                    &lines.names,
-                    &lines.quantities,
-                    &lines.unit_prices,
-                    &lines.list_prices,
-                    &lines.attributes,
-                    &cart.status.is_final().then_some(write.at),
-                ],
-            )
-            .instrument(traced::statement(sql::WRITE_CART))
+            .query_one(&stmt, &params)
+            .instrument(traced::statement(query))
             .await
             .map_err(fail)?;
         if row.get::<_, i64>(0) != 1 {
