@@ -75,7 +75,7 @@ print(round(v["rate"]), round(v["p50_ms"], 2), round(v["p99_ms"], 2))'
 }
 
 # The page part of sql::LIST_CARTS / LIST_STATUS_CARTS / LIST_CUSTOMER_CARTS
-# (src/store/postgres/sql.rs), prepared and forced to a generic plan.
+# (src/store/postgres/sql/), prepared and forced to a generic plan.
 explain() {
     q <<'SQL'
 SET plan_cache_mode = force_generic_plan;

@@ -1,6 +1,6 @@
 -- Loads :n carts of tenant :'tenant' straight into the V6 schema, as the
 -- service writes them (bench/scale.sh; keep in step with migrations and
--- src/store/postgres/sql.rs INSERT_CART / WRITE_CART):
+-- src/store/postgres/sql/ INSERT_CART / WRITE_CART):
 --   carts        a row each: 3 lines, size 787 (the service's encoded size
 --                of such a cart), created over the last :days days (cart n
 --                is the n-th oldest); ACTIVE (version 1, expiring 30 days

@@ -1,5 +1,5 @@
 -- AddItems of one line as the service runs it without a request_id
--- (src/store/postgres/sql.rs; keep it in step): sql::GET_CARTS, then
+-- (src/store/postgres/sql/; keep it in step): sql::GET_CARTS, then
 -- sql::WRITE_CART_ONE_LINE, two round trips in autocommit: the path of a cart the
 -- replica does not remember (a remembered one is the write alone).
 --

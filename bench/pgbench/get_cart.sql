@@ -1,7 +1,7 @@
--- GetCart as the service runs it: sql::GET_CART (src/store/postgres/sql.rs),
+-- GetCart as the service runs it: sql::GET_CART (src/store/postgres/sql/),
 -- one round trip answering the cart row (kind 0), its current head (kind 1)
 -- and its current lines (kind 2), for a cart the replica does not remember
--- ($3 NULL: every cart read whole). Keep it in step with sql.rs.
+-- ($3 NULL: every cart read whole). Keep it in step with sql/.
 -- The cart is picked at random from the seeded carts; bench_ids(n, id) maps
 -- 1..:ncarts to their ids (pgbench variables cannot hold a uuid), looked up
 -- inside the same statement so it stays one round trip ($2, the id).

@@ -80,9 +80,14 @@ mod tests {
 
     #[test]
     fn every_statement_has_its_name() {
-        let source = include_str!("sql.rs");
+        let source = [
+            include_str!("sql/carts.rs"),
+            include_str!("sql/events.rs"),
+            include_str!("sql/upkeep.rs"),
+        ];
         let consts: Vec<&str> = source
-            .lines()
+            .iter()
+            .flat_map(|file| file.lines())
             .filter_map(|l| l.strip_prefix("pub const "))
             .filter_map(|l| l.split_once(':').map(|(name, _)| name))
             .filter(|name| !NOT_STATEMENTS.contains(name))
