@@ -409,7 +409,47 @@ async fn every_watcher_sends_each_change_as_it_answered(b: Backend) {
     }
 }
 
+/// Changes made while nobody watches (the Postgres publisher then only
+/// refreshes its head at the poll) reach a watcher that resumes before
+/// them, once each and in order, and live changes follow.
+async fn watchers_resuming_after_changes_nobody_watched_miss_nothing(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = app.client.clone();
+    let cart = create_cart(&mut c, vec![]).await;
+    for i in 0..10 {
+        add(&mut c, &cart.id, &format!("Q{i}")).await;
+    }
+    let mut live = watch_carts(&mut c, 0, vec![]).await;
+    for i in 0..3 {
+        add(&mut c, &cart.id, &format!("L{i}")).await;
+    }
+    let mut last = 0;
+    for version in 12..=14 {
+        let ev = next(&mut live).await;
+        assert_eq!(ev.version, version);
+        last = ev.sequence;
+    }
+    drop(live);
+    for i in 0..10 {
+        add(&mut c, &cart.id, &format!("U{i}")).await;
+    }
+    let mut resumed = watch_carts(&mut c, last, vec![]).await;
+    let mut by_version = watch_cart(&mut c, &cart.id, 20).await;
+    add(&mut c, &cart.id, "after").await;
+    let mut sequences = Vec::new();
+    for version in 15..=25 {
+        let ev = next(&mut resumed).await;
+        assert_eq!(ev.version, version, "every change once, in order");
+        sequences.push(ev.sequence);
+    }
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+    for version in 21..=25 {
+        assert_eq!(next(&mut by_version).await.version, version);
+    }
+}
+
 both_stores!(
+    watchers_resuming_after_changes_nobody_watched_miss_nothing,
     every_watcher_sends_each_change_as_it_answered,
     replay_of_a_large_cart_is_exact_at_every_version,
     watch_cart_sends_the_cart_then_every_change_and_ends_when_final,
