@@ -17,7 +17,7 @@ use std::sync::{
 use bytes::Bytes;
 use prost::Message as _;
 
-use super::convert::{event_to_proto, progress_to_proto};
+use super::{convert::progress_to_proto, wire::encode_event};
 use crate::{
     domain::{CartEvent, CartId},
     watch::Watched,
@@ -78,7 +78,7 @@ impl EncodedEvents {
         }
         // Encoded outside the lock: another stream may encode it at the
         // same time, and one of the two encodings is kept.
-        let bytes: Bytes = event_to_proto(ev).encode_to_vec().into();
+        let bytes = encode_event(ev);
         let mut held = lock();
         if let Some(old) = held.take() {
             self.held.fetch_sub(old.bytes.len(), Ordering::Relaxed);

@@ -8,8 +8,8 @@
 use bytes::{BufMut, Bytes};
 use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use super::convert::{confirmation_to_proto, status_to_proto, timestamp};
-use crate::domain::{Cart, Currency, LineItem, size};
+use super::convert::{confirmation_to_proto, event_type_to_proto, status_to_proto, timestamp};
+use crate::domain::{Cart, CartEvent, Currency, LineItem, size};
 
 /// An answer written straight to the wire (see `codec::AnswerCodec`).
 pub trait Answer: Send + 'static {
@@ -110,6 +110,34 @@ pub fn encode_cart(c: &Cart, buf: &mut impl BufMut) {
         );
     }
     string(23, &c.cancel_reason, buf);
+}
+
+/// The encoded `cart.v1.CartEvent` of `e` (the bytes prost writes for
+/// `convert::event_to_proto`): rendered once per replica and shared by
+/// every stream that sends it (`grpc::encoded`).
+pub fn encode_event(e: &CartEvent) -> Bytes {
+    let mut cart = Vec::with_capacity(size::encoded_len(&e.cart));
+    encode_cart(&e.cart, &mut cart);
+    let mut buf = Vec::with_capacity(cart.len() + 96);
+    int(1, e.sequence, &mut buf);
+    string(
+        2,
+        e.cart
+            .id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        &mut buf,
+    );
+    int(3, e.version(), &mut buf);
+    int(4, event_type_to_proto(e.event_type) as i64, &mut buf);
+    int(5, status_to_proto(e.cart.status) as i64, &mut buf);
+    let previous = e.previous_status.map_or(0, |s| status_to_proto(s) as i64);
+    int(6, previous, &mut buf);
+    encoding::message::encode(7, &timestamp(e.occurred_at), &mut buf);
+    encode_key(8, WireType::LengthDelimited, &mut buf);
+    encode_varint(cart.len() as u64, &mut buf);
+    buf.put_slice(&cart);
+    buf.into()
 }
 
 /// A line's unit_price, list_price and line_total.
@@ -223,8 +251,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{CartStatus, ConfirmationType, Country},
-        grpc::convert::cart_to_proto,
+        domain::{CartStatus, ConfirmationType, Country, EventType, TenantId},
+        grpc::convert::{cart_to_proto, event_to_proto},
         proto,
     };
 
@@ -307,6 +335,30 @@ mod tests {
             c.encode(&mut written);
             prop_assert!(c.size_bound() >= written.len());
             prop_assert_eq!(written, cart_to_proto(&c).encode_to_vec());
+        }
+
+        #[test]
+        fn writes_an_event_as_prost_writes_it(
+            c in cart(),
+            sequence in 0i64..i64::MAX,
+            event_type in prop::sample::select(vec![
+                EventType::Created, EventType::ItemsChanged, EventType::DetailsChanged,
+                EventType::StatusChanged,
+            ]),
+            previous_status in prop::option::of(prop::sample::select(vec![
+                CartStatus::Active, CartStatus::AwaitingCustomer, CartStatus::Confirmed,
+            ])),
+            occurred_at in time(),
+        ) {
+            let e = CartEvent {
+                sequence,
+                tenant: TenantId("t".into()),
+                event_type,
+                previous_status,
+                occurred_at,
+                cart: c,
+            };
+            prop_assert_eq!(encode_event(&e).to_vec(), event_to_proto(&e).encode_to_vec());
         }
 
         #[test]
