@@ -35,16 +35,18 @@
 
 use std::{
     collections::HashMap,
-    pin::Pin,
+    future::Future,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
-use tower::{Layer, Service};
 
-use super::{deadline::tenant_of, status::to_status};
+use super::{
+    around::{Around, AroundLayer, BoxFuture},
+    deadline::tenant_of,
+    status::to_status,
+};
 use crate::{domain::CartError, metrics::Metrics};
 
 /// How often an adaptive limit is reconsidered.
@@ -247,50 +249,32 @@ pub(super) fn is_bounded(path: &str) -> bool {
     cart && !path.ends_with("/WatchCart") && !path.ends_with("/WatchCarts")
 }
 
+/// What admission does around a call (`AdmissionLayer`).
 #[derive(Clone)]
-pub struct AdmissionLayer {
+pub struct Admit {
     admission: Arc<Admission>,
     metrics: Metrics,
     /// The trailers-only answer of a refused call, encoded once.
     refusal: Arc<HeaderMap>,
 }
 
+pub type AdmissionLayer = AroundLayer<Admit>;
+
 impl AdmissionLayer {
     pub fn new(admission: Arc<Admission>, metrics: Metrics) -> AdmissionLayer {
         let refusal = to_status(CartError::Overloaded).into_http::<()>();
-        AdmissionLayer {
+        AroundLayer(Admit {
             admission,
             metrics,
             refusal: Arc::new(refusal.headers().clone()),
-        }
+        })
     }
 }
 
 /// `x-request-id`, echoed on a refusal as on any other answer.
 const REQUEST_ID: &str = "x-request-id";
 
-impl<S> Layer<S> for AdmissionLayer {
-    type Service = AdmissionService<S>;
-
-    fn layer(&self, inner: S) -> AdmissionService<S> {
-        AdmissionService {
-            inner,
-            admission: self.admission.clone(),
-            metrics: self.metrics.clone(),
-            refusal: self.refusal.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AdmissionService<S> {
-    inner: S,
-    admission: Arc<Admission>,
-    metrics: Metrics,
-    refusal: Arc<HeaderMap>,
-}
-
-impl<S> AdmissionService<S> {
+impl Admit {
     /// The answer to a refused call: no span, no log line, no request id made.
     fn refuse<B, R: Default>(&self, req: &Request<B>, tenant: &str) -> Response<R> {
         self.metrics
@@ -304,33 +288,26 @@ impl<S> AdmissionService<S> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, R> Service<Request<B>> for AdmissionService<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<R>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl Around for Admit {
+    fn around<B, R, E, F>(
+        &self,
+        req: Request<B>,
+        call: impl FnOnce(Request<B>) -> F,
+    ) -> BoxFuture<Result<Response<R>, E>>
+    where
+        R: Default + Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<Response<R>, E>> + Send + 'static,
+    {
         if !is_bounded(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(call(req));
         }
         let tenant = tenant_of(&req);
         let Some(permit) = self.admission.try_admit(&tenant) else {
             let res = self.refuse(&req, &tenant);
             return Box::pin(async { Ok(res) });
         };
-        let call = self.inner.call(req);
+        let call = call(req);
         Box::pin(async move {
             let r = call.await;
             drop(permit);
@@ -373,7 +350,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
 
         use tonic_types::StatusExt as _;
-        use tower::{ServiceExt as _, service_fn};
+        use tower::{Layer as _, ServiceExt as _, service_fn};
 
         let admission = Admission::new(1);
         let _held = admission.try_admit("").unwrap();

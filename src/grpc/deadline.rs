@@ -8,17 +8,15 @@
 //! ErrorInfo; this layer answers a moment before it ([`MARGIN`]), which
 //! also lets the answer reach the client before the client gives up.
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::Future, time::Duration};
 
 use tokio::time::Instant;
 use tonic::codegen::http::{HeaderMap, Request, Response};
-use tower::{Layer, Service};
 
-use super::status::to_status;
+use super::{
+    around::{Around, AroundLayer, BoxFuture},
+    status::to_status,
+};
 use crate::{
     domain::{Authentication, CartError},
     metrics::Metrics,
@@ -46,54 +44,33 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// What the deadline layer does around a call (`DeadlineLayer`).
 #[derive(Clone)]
-pub struct DeadlineLayer {
+pub struct Deadline {
     metrics: Metrics,
 }
+
+pub type DeadlineLayer = AroundLayer<Deadline>;
 
 impl DeadlineLayer {
     pub fn new(metrics: Metrics) -> DeadlineLayer {
-        DeadlineLayer { metrics }
+        AroundLayer(Deadline { metrics })
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = DeadlineService<S>;
-
-    fn layer(&self, inner: S) -> DeadlineService<S> {
-        DeadlineService {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct DeadlineService<S> {
-    inner: S,
-    metrics: Metrics,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, R> Service<Request<B>> for DeadlineService<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<R>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl Around for Deadline {
+    fn around<B, R, E, F>(
+        &self,
+        req: Request<B>,
+        call: impl FnOnce(Request<B>) -> F,
+    ) -> BoxFuture<Result<Response<R>, E>>
+    where
+        R: Default + Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<Response<R>, E>> + Send + 'static,
+    {
         let Some(timeout) = grpc_timeout(req.headers()) else {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(call(req));
         };
         let tenant = tenant_of(&req);
         let metrics = self.metrics.clone();
@@ -105,7 +82,7 @@ where
             return Box::pin(async move { expired() });
         }
         let deadline = Instant::now() + (timeout - MARGIN);
-        let call = self.inner.call(req);
+        let call = call(req);
         Box::pin(async move {
             tokio::select! {
                 r = call => r,
@@ -130,7 +107,7 @@ mod tests {
         atomic::{AtomicBool, Ordering},
     };
 
-    use tower::{ServiceExt as _, service_fn};
+    use tower::{Layer as _, ServiceExt as _, service_fn};
 
     use super::*;
 

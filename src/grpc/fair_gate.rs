@@ -13,16 +13,18 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    pin::Pin,
+    future::Future,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
 };
 
 use tokio::sync::oneshot;
 use tonic::codegen::http::{Request, Response};
-use tower::{Layer, Service};
 
-use super::{admission::is_bounded, deadline::tenant_of};
+use super::{
+    admission::is_bounded,
+    around::{Around, AroundLayer, BoxFuture},
+    deadline::tenant_of,
+};
 
 pub struct FairGate {
     slots: usize,
@@ -130,59 +132,32 @@ impl Drop for Waiting {
     }
 }
 
-#[derive(Clone)]
-pub struct FairGateLayer {
-    gate: Arc<FairGate>,
-}
+pub type FairGateLayer = AroundLayer<Arc<FairGate>>;
 
 impl FairGateLayer {
     pub fn new(gate: Arc<FairGate>) -> FairGateLayer {
-        FairGateLayer { gate }
+        AroundLayer(gate)
     }
 }
 
-impl<S> Layer<S> for FairGateLayer {
-    type Service = FairGateService<S>;
-
-    fn layer(&self, inner: S) -> FairGateService<S> {
-        FairGateService {
-            inner,
-            gate: self.gate.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct FairGateService<S> {
-    inner: S,
-    gate: Arc<FairGate>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, R> Service<Request<B>> for FairGateService<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<R>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl Around for Arc<FairGate> {
+    fn around<B, R, E, F>(
+        &self,
+        req: Request<B>,
+        call: impl FnOnce(Request<B>) -> F,
+    ) -> BoxFuture<Result<Response<R>, E>>
+    where
+        R: Default + Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<Response<R>, E>> + Send + 'static,
+    {
         if !is_bounded(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(call(req));
         }
         let tenant = tenant_of(&req);
-        let gate = self.gate.clone();
+        let gate = self.clone();
         // tonic's handler futures start their work when polled, not here.
-        let call = self.inner.call(req);
+        let call = call(req);
         Box::pin(async move {
             let turn = gate.turn(&tenant).await;
             let r = call.await;

@@ -3,6 +3,7 @@
 
 pub mod admission;
 mod answers;
+pub mod around;
 pub mod auth;
 pub mod codec;
 pub mod convert;
