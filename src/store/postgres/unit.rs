@@ -405,13 +405,19 @@ impl UnitOfWork for PgUnit {
             &cb_url,
             &cb_payload,
         ];
-        let (one_ended, one) = (ended.first(), &lines);
-        let (sku, position, name) = (one.skus.first(), one.positions.first(), one.names.first());
-        let (quantity, unit_price) = (one.quantities.first(), one.unit_prices.first());
-        let (list_price, attributes) = (one.list_prices.first(), one.attributes.first());
+        // At most one line state written and one ended (most changes):
+        // single values, so that Postgres keeps a generic plan of the write.
+        let ended_sku = ended.first();
+        let (sku, position, name) = (
+            lines.skus.first(),
+            lines.positions.first(),
+            lines.names.first(),
+        );
+        let (quantity, unit_price) = (lines.quantities.first(), lines.unit_prices.first());
+        let (list_price, attributes) = (lines.list_prices.first(), lines.attributes.first());
         let query = if lines.skus.len() <= 1 && ended.len() <= 1 {
             params.extend::<[&(dyn ToSql + Sync); 8]>([
-                &one_ended,
+                &ended_sku,
                 &sku,
                 &position,
                 &name,
