@@ -1,9 +1,10 @@
 //! `cart.v1.CartService` as served. The calls that answer carts (ListCarts
 //! included) are served here with the carts encoded straight from the
 //! domain values (`super::wire`), and the two watch calls with each event
-//! encoded once per replica (`super::encoded`) instead of once per stream. The generated trait's own methods give the same
-//! answers through messages (`wire` is tested to write the same bytes);
-//! they are what a server without these routes would run.
+//! encoded once per replica (`super::encoded`) instead of once per stream.
+//! The generated trait's own methods give the same answers through
+//! messages (`wire` is tested to write the same bytes); they are what a
+//! server without these routes would run.
 
 use std::{
     convert::Infallible,

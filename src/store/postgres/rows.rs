@@ -13,7 +13,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use tokio_postgres::{Row, types::Json};
+use tokio_postgres::{
+    Row,
+    types::{Json, ToSql},
+};
 
 use super::errors::pg;
 use crate::domain::{
@@ -396,6 +399,61 @@ impl<'a> NewLines<'a> {
             new.push(cart.version, l);
         }
         new
+    }
+
+    /// The lines as the seven array parameters of the write statements.
+    pub(super) fn arrays(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.skus,
+            &self.positions,
+            &self.names,
+            &self.quantities,
+            &self.unit_prices,
+            &self.list_prices,
+            &self.attributes,
+        ]
+    }
+
+    /// The first line (NULLs when there is none) as the seven single
+    /// values of `WRITE_CART_ONE_LINE`.
+    pub(super) fn first(&self) -> FirstLine<'a> {
+        FirstLine {
+            sku: self.skus.first().copied(),
+            position: self.positions.first().copied(),
+            name: self.names.first().copied(),
+            quantity: self.quantities.first().copied(),
+            unit_price: self.unit_prices.first().copied(),
+            list_price: self.list_prices.first().copied(),
+            attributes: self
+                .attributes
+                .first()
+                .and_then(|a| a.as_ref().map(|Json(a)| Json(*a))),
+        }
+    }
+}
+
+/// One new line state as single values (see [`NewLines::first`]).
+pub(super) struct FirstLine<'a> {
+    sku: Option<&'a str>,
+    position: Option<i64>,
+    name: Option<&'a str>,
+    quantity: Option<i32>,
+    unit_price: Option<Decimal>,
+    list_price: Option<Decimal>,
+    attributes: Option<Json<&'a BTreeMap<String, String>>>,
+}
+
+impl FirstLine<'_> {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.sku,
+            &self.position,
+            &self.name,
+            &self.quantity,
+            &self.unit_price,
+            &self.list_price,
+            &self.attributes,
+        ]
     }
 }
 

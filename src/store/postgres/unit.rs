@@ -281,32 +281,27 @@ impl UnitOfWork for PgUnit {
         };
         let lines = NewLines::all(cart);
         let size = encoded_len(cart);
+        let (tenant_id, status, fingerprint) =
+            (tenant.as_str(), cart.status.as_str(), &fingerprint[..]);
+        let (head, stored) = (Json(head_of(cart)), stored_size(size));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &tenant_id,
+            &cart.id,
+            &status,
+            &cart.customer_id,
+            &reference,
+            &cart.created_at,
+            &cart.expires_at,
+            &fingerprint,
+            &head,
+            &stored,
+            &key,
+            &key_fp,
+        ];
+        params.extend(lines.arrays());
         let stmt = c.prepare_cached(sql::INSERT_CART).await.map_err(fail)?;
         let row = c
-            .query_one(
-                &stmt,
-                &[
-                    &tenant.as_str(),
-                    &cart.id,
-                    &cart.status.as_str(),
-                    &cart.customer_id,
-                    &reference,
-                    &cart.created_at,
-                    &cart.expires_at,
-                    &&fingerprint[..],
-                    &Json(head_of(cart)),
-                    &stored_size(size),
-                    &key,
-                    &key_fp,
-                    &lines.skus,
-                    &lines.positions,
-                    &lines.names,
-                    &lines.quantities,
-                    &lines.unit_prices,
-                    &lines.list_prices,
-                    &lines.attributes,
-                ],
-            )
+            .query_one(&stmt, &params)
             .instrument(traced::statement(sql::INSERT_CART))
             .await
             .map_err(fail)?;
@@ -407,37 +402,14 @@ impl UnitOfWork for PgUnit {
         ];
         // At most one line state written and one ended (most changes):
         // single values, so that Postgres keeps a generic plan of the write.
-        let ended_sku = ended.first();
-        let (sku, position, name) = (
-            lines.skus.first(),
-            lines.positions.first(),
-            lines.names.first(),
-        );
-        let (quantity, unit_price) = (lines.quantities.first(), lines.unit_prices.first());
-        let (list_price, attributes) = (lines.list_prices.first(), lines.attributes.first());
+        let (ended_sku, first) = (ended.first(), lines.first());
         let query = if lines.skus.len() <= 1 && ended.len() <= 1 {
-            params.extend::<[&(dyn ToSql + Sync); 8]>([
-                &ended_sku,
-                &sku,
-                &position,
-                &name,
-                &quantity,
-                &unit_price,
-                &list_price,
-                &attributes,
-            ]);
+            params.push(&ended_sku);
+            params.extend(first.params());
             sql::WRITE_CART_ONE_LINE
         } else {
-            params.extend::<[&(dyn ToSql + Sync); 8]>([
-                &ended,
-                &lines.skus,
-                &lines.positions,
-                &lines.names,
-                &lines.quantities,
-                &lines.unit_prices,
-                &lines.list_prices,
-                &lines.attributes,
-            ]);
+            params.push(&ended);
+            params.extend(lines.arrays());
             sql::WRITE_CART
         };
         params.push(&final_at);
