@@ -92,6 +92,7 @@ fn cart_of(rows: &[Row], known: Option<Cart>) -> Result<Option<Cart>, Status> {
                         unit_price: row.get(13),
                         list_price: row.get(14),
                         attributes: attributes.map(|a| a.0).unwrap_or_default(),
+                        memo: Default::default(),
                     },
                 ))
             }
@@ -195,6 +196,7 @@ impl CartService for Floor {
             quantity: input.quantity + existing.map_or(0, |i| cart.items[i].quantity),
             unit_price: price,
             list_price: price,
+            memo: Default::default(),
             attributes: input.attributes.clone().into_iter().collect(),
         };
         let ended: Option<&str> = existing.map(|_| input.sku.as_str());

@@ -16,7 +16,7 @@ pub mod status;
 pub mod text;
 
 pub use caller::{AuthFailure, Authentication, Caller, Scope, Scopes};
-pub use cart::{Cart, CartId, LineItem, NewCart, Policy};
+pub use cart::{Cart, CartId, LineItem, LineMemo, NewCart, Policy};
 pub use command::{Actor, Command, Details, ItemInput};
 pub use country::Country;
 pub use error::{CartError, Compacted, FieldViolation, Reason};

@@ -40,9 +40,15 @@ fn map(entries: &std::collections::BTreeMap<String, String>) -> usize {
 }
 
 fn line(l: &LineItem) -> usize {
-    field(
-        field(l.sku.len()) + field(l.name.len()) + NUMBER + 3 * field(AMOUNT) + map(&l.attributes),
-    )
+    *l.memo.size_bound.get_or_init(|| {
+        field(
+            field(l.sku.len())
+                + field(l.name.len())
+                + NUMBER
+                + 3 * field(AMOUNT)
+                + map(&l.attributes),
+        )
+    })
 }
 
 /// An upper bound of the encoded length of the cart's `cart.v1.Cart`.

@@ -160,6 +160,7 @@ mod tests {
                 unit_price: it.unit_price.0,
                 list_price: it.unit_price.0,
                 attributes: it.attributes,
+                memo: Default::default(),
             }));
         }
         big.metadata.insert("m".into(), "x".repeat(1000));

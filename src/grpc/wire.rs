@@ -87,7 +87,7 @@ pub fn encode_cart(c: &Cart, buf: &mut impl BufMut) {
     string(11, &c.callback_cancel_url, buf);
     int(12, status_to_proto(c.status) as i64, buf);
     for l in &c.items {
-        line(13, l, cur, &mut amounts, buf);
+        line(13, l, cur, buf);
     }
     let t = c.totals();
     for (tag, amount) in [(14, t.subtotal), (15, t.discount), (16, t.total)] {
@@ -143,33 +143,41 @@ pub fn encode_event(e: &CartEvent) -> Bytes {
 /// A line's unit_price, list_price and line_total.
 const AMOUNT_TAGS: [u32; 3] = [4, 5, 6];
 
-/// One `LineItem` (a length-delimited field `tag`): its amounts are
-/// formatted first, for its length.
-fn line(tag: u32, l: &LineItem, cur: Currency, amounts: &mut Amounts, buf: &mut impl BufMut) {
-    amounts.set(cur, &[l.unit_price, l.list_price, l.line_total()]);
-    let len = string_len(1, &l.sku)
-        + string_len(2, &l.name)
-        + int_len(3, i64::from(l.quantity))
-        + AMOUNT_TAGS
-            .iter()
-            .enumerate()
-            .map(|(i, &tag)| string_len(tag, amounts.get(i)))
-            .sum::<usize>()
-        + encoding::btree_map::encoded_len(
-            encoding::string::encoded_len,
-            encoding::string::encoded_len,
-            7,
-            &l.attributes,
-        );
+/// One `LineItem` (a length-delimited field `tag`), rendered once per line
+/// and kept in its memo: an answer about a 300-line cart changed in one
+/// line formats and encodes one line, and copies the other 299.
+fn line(tag: u32, l: &LineItem, cur: Currency, buf: &mut impl BufMut) {
+    let (rendered_in, bytes) = l.memo.rendered.get_or_init(|| (cur, render_line(l, cur)));
+    // A line belongs to carts of one currency (merging refuses others);
+    // should one ever be shown in another, it is rendered afresh.
+    let fresh;
+    let bytes = if *rendered_in == cur {
+        bytes
+    } else {
+        fresh = render_line(l, cur);
+        &fresh
+    };
     encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
-    string(1, &l.sku, buf);
-    string(2, &l.name, buf);
-    int(3, i64::from(l.quantity), buf);
+    encode_varint(bytes.len() as u64, buf);
+    buf.put_slice(bytes);
+}
+
+/// The encoded `cart.v1.LineItem` of `l` in a cart of currency `cur`.
+fn render_line(l: &LineItem, cur: Currency) -> Box<[u8]> {
+    let mut amounts = Amounts::default();
+    amounts.set(cur, &[l.unit_price, l.list_price, l.line_total()]);
+    let attributes: usize = l.attributes.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let mut buf = Vec::with_capacity(
+        string_len(1, &l.sku) + string_len(2, &l.name) + 12 + 3 * 34 + attributes,
+    );
+    string(1, &l.sku, &mut buf);
+    string(2, &l.name, &mut buf);
+    int(3, i64::from(l.quantity), &mut buf);
     for (i, tag) in AMOUNT_TAGS.into_iter().enumerate() {
-        string(tag, amounts.get(i), buf);
+        string(tag, amounts.get(i), &mut buf);
     }
-    map(7, &l.attributes, buf);
+    map(7, &l.attributes, &mut buf);
+    buf.into_boxed_slice()
 }
 
 /// Up to three amounts formatted into one reused buffer.
@@ -217,14 +225,6 @@ fn int(tag: u32, v: i64, buf: &mut impl BufMut) {
     if v != 0 {
         encode_key(tag, WireType::Varint, buf);
         encode_varint(v as u64, buf);
-    }
-}
-
-fn int_len(tag: u32, v: i64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        key_len(tag) + encoded_len_varint(v as u64)
     }
 }
 
@@ -277,6 +277,7 @@ mod tests {
                 unit_price,
                 list_price,
                 attributes,
+                memo: Default::default(),
             },
         )
     }
@@ -335,6 +336,23 @@ mod tests {
             c.encode(&mut written);
             prop_assert!(c.size_bound() >= written.len());
             prop_assert_eq!(written, cart_to_proto(&c).encode_to_vec());
+        }
+
+        #[test]
+        fn lines_kept_rendered_stay_true_when_the_cart_changes(
+            mut c in cart(),
+            changed in line(),
+            currency in prop::sample::select(vec!["USD", "JPY", "BHD"]),
+        ) {
+            let mut first = Vec::new();
+            c.encode(&mut first); // every line keeps its rendering
+            if !c.items.is_empty() {
+                c.items[0] = Arc::new(changed); // as a change replaces a line
+            }
+            c.currency = Currency::parse(currency).expect("known");
+            let mut again = Vec::new();
+            c.encode(&mut again);
+            prop_assert_eq!(again, cart_to_proto(&c).encode_to_vec());
         }
 
         #[test]

@@ -6,7 +6,8 @@
 //! Reads (GetCart, ListCarts, watches) never come from here: they see what
 //! every replica committed. Bounded by the carts' encoded sizes
 //! (`CART_CACHE_MIB`; in memory a cart takes two to four times its
-//! encoded size, more for small carts).
+//! encoded size, more for small carts, plus its lines' encoded form once
+//! it has been answered: `domain::LineMemo`).
 
 use std::sync::Arc;
 

@@ -100,6 +100,7 @@ impl States {
                     unit_price: row.try_get::<_, Decimal>(N1).map_err(pg)?,
                     list_price: row.try_get::<_, Decimal>(N2).map_err(pg)?,
                     attributes: attributes.map(|Json(a)| a).unwrap_or_default(),
+                    memo: Default::default(),
                 });
                 let position = row.try_get(C).map_err(pg)?;
                 self.lines
@@ -511,6 +512,7 @@ mod tests {
             quantity: q,
             unit_price: Decimal::ONE,
             list_price: Decimal::ONE,
+            memo: Default::default(),
             attributes: BTreeMap::new(),
         }
     }
