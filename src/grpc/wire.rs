@@ -166,7 +166,11 @@ fn line(tag: u32, l: &LineItem, cur: Currency, buf: &mut impl BufMut) {
 fn render_line(l: &LineItem, cur: Currency) -> Box<[u8]> {
     let mut amounts = Amounts::default();
     amounts.set(cur, &[l.unit_price, l.list_price, l.line_total()]);
-    let attributes: usize = l.attributes.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let attributes: usize = l
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
     let mut buf = Vec::with_capacity(
         string_len(1, &l.sku) + string_len(2, &l.name) + 12 + 3 * 34 + attributes,
     );
