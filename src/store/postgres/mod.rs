@@ -4,6 +4,7 @@
 //! in `feed`. No `pg_notify` is sent in writes: watchers read the event
 //! log, and other replicas hear of commits from a NOTIFY sent after them.
 
+mod changes;
 mod channel;
 mod clock;
 mod errors;

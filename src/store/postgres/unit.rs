@@ -22,13 +22,13 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
+    changes::{NewLines, changed_lines, head_changed, head_of},
     errors::fail,
     feed::Committed,
     get_carts,
     outbox::Wake,
     recent::{Kept, Recent},
-    rows::{self, NewLines, changed_lines, head_changed, head_of},
-    sql, traced,
+    rows, sql, traced,
 };
 use crate::{
     domain::{Cart, CartError, CartId, IdempotencyKey, TenantId, size::encoded_len},
