@@ -7,11 +7,7 @@
 //! amounts at their widest), within a few bytes per field of the real
 //! length; `grpc::convert` tests that it never undercounts.
 
-use super::{
-    cart::{Cart, LineItem},
-    error::CartError,
-    limits::MAX_CART_BYTES,
-};
+use super::{cart::Cart, error::CartError, limits::MAX_CART_BYTES, line::LineItem};
 
 /// Widest rendering of an amount (1e12 x 100000 x 500 lines, 3 decimals).
 const AMOUNT: usize = 32;
