@@ -151,8 +151,12 @@ impl Cart {
     pub fn totals(&self) -> Totals {
         let (mut subtotal, mut total) = (Decimal::ZERO, Decimal::ZERO);
         for l in &self.items {
-            subtotal += l.list_total();
-            total += l.line_total();
+            let (list, paid) = *l
+                .memo
+                .totals
+                .get_or_init(|| (l.list_total(), l.line_total()));
+            subtotal += list;
+            total += paid;
         }
         Totals {
             subtotal,

@@ -38,6 +38,8 @@ fn apply(cart: &mut Cart, cmd: Command) -> Result<Change, CartError> {
 #[test]
 fn add_items_increments_and_replaces_details() {
     let mut cart = new_cart("USD", vec![item("A", 1, "0.10")]);
+    // Lines keep their totals once summed; a changed line is a new line.
+    assert_eq!(cart.currency.format(cart.total()), "0.10");
     apply(
         &mut cart,
         Command::AddItems(vec![item("A", 2, "0.20"), item("B", 1, "0.20")]),

@@ -30,6 +30,8 @@ pub struct LineItem {
 pub struct LineMemo {
     /// The line's share of [`super::size::encoded_len`].
     pub(super) size_bound: OnceLock<usize>,
+    /// The line at its list price and at the price paid (`Cart::totals`).
+    pub(super) totals: OnceLock<(Decimal, Decimal)>,
     /// The line as an adapter renders it for a cart in this currency
     /// (`grpc::wire`: its encoded `cart.v1.LineItem`). The domain never reads it.
     pub rendered: OnceLock<(Currency, Box<[u8]>)>,
