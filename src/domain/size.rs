@@ -35,7 +35,9 @@ fn map(entries: &std::collections::BTreeMap<String, String>) -> usize {
         .sum()
 }
 
-fn line(l: &LineItem) -> usize {
+/// An upper bound of the encoded length of a line's `LineItem` field (tag
+/// and length included).
+pub fn line(l: &LineItem) -> usize {
     *l.memo.size_bound.get_or_init(|| {
         field(
             field(l.sku.len())

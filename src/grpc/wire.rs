@@ -6,7 +6,7 @@
 //! again: 40% of the server's CPU per AddItems of such a cart.
 
 use bytes::{BufMut, Bytes};
-use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{self, WireType, encode_key, encode_varint};
 
 use super::convert::{confirmation_to_proto, event_type_to_proto, status_to_proto, timestamp};
 use crate::domain::{Cart, CartEvent, Currency, LineItem, size};
@@ -166,14 +166,7 @@ fn line(tag: u32, l: &LineItem, cur: Currency, buf: &mut impl BufMut) {
 fn render_line(l: &LineItem, cur: Currency) -> Box<[u8]> {
     let mut amounts = Amounts::default();
     amounts.set(cur, &[l.unit_price, l.list_price, l.line_total()]);
-    let attributes: usize = l
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 8)
-        .sum();
-    let mut buf = Vec::with_capacity(
-        string_len(1, &l.sku) + string_len(2, &l.name) + 12 + 3 * 34 + attributes,
-    );
+    let mut buf = Vec::with_capacity(size::line(l));
     string(1, &l.sku, &mut buf);
     string(2, &l.name, &mut buf);
     int(3, i64::from(l.quantity), &mut buf);
@@ -212,14 +205,6 @@ fn string(tag: u32, s: &str, buf: &mut impl BufMut) {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(s.len() as u64, buf);
         buf.put_slice(s.as_bytes());
-    }
-}
-
-fn string_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
     }
 }
 
