@@ -1,6 +1,6 @@
 //! The floor of our stack (issue 14): `cart.v1` GetCart and AddItems over
 //! the service's schema and the service's own statements (`GET_CART`,
-//! `WRITE_CART_ONE_LINE`), with the least work around them: no auth, metrics,
+//! `WRITE_CART_ONE_LINE_PLAIN`), with the least work around them: no auth, metrics,
 //! logging, idempotency, validation or use-case layer; rows become the
 //! domain cart and go out through the service's own conversion. Like the
 //! service it remembers the carts it read or wrote (without bound: the
@@ -26,7 +26,9 @@ use cart_service::{
     domain::{Cart, CartStatus, LineItem},
     grpc::convert::cart_into_proto,
     proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
-    store::postgres::statements::{GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART_ONE_LINE},
+    store::postgres::statements::{
+        GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN,
+    },
 };
 use chrono::Utc;
 use clap::Parser;
@@ -211,8 +213,13 @@ impl CartService for Floor {
         let no_version: Option<i64> = None;
         let no_time: Option<chrono::DateTime<Utc>> = None;
         let attributes = (!line.attributes.is_empty()).then_some(Json(&line.attributes));
-        let stmt = c
+        // As the service prepares it: typed as the full statement.
+        let full = c
             .prepare_cached(WRITE_CART_ONE_LINE)
+            .await
+            .map_err(internal)?;
+        let stmt = c
+            .prepare_typed_cached(WRITE_CART_ONE_LINE_PLAIN, full.params())
             .await
             .map_err(internal)?;
         let written: i64 = c

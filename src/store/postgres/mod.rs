@@ -22,7 +22,7 @@ mod sql;
 /// the same way.
 pub mod statements {
     pub use super::SESSION_SETTINGS;
-    pub use super::sql::{GET_CART, STAMP_CART, WRITE_CART_ONE_LINE};
+    pub use super::sql::{GET_CART, STAMP_CART, WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN};
 }
 mod traced;
 mod unit;

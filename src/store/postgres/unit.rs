@@ -403,17 +403,25 @@ impl UnitOfWork for PgUnit {
         // At most one line state written and one ended (most changes):
         // single values, so that Postgres keeps a generic plan of the write.
         let (ended_sku, first) = (ended.first(), lines.first());
-        let query = if lines.skus.len() <= 1 && ended.len() <= 1 {
+        let one_line = lines.skus.len() <= 1 && ended.len() <= 1;
+        let (full, plain) = if one_line {
             params.push(&ended_sku);
             params.extend(first.params());
-            sql::WRITE_CART_ONE_LINE
+            (sql::WRITE_CART_ONE_LINE, sql::WRITE_CART_ONE_LINE_PLAIN)
         } else {
             params.push(&ended);
             params.extend(lines.arrays());
-            sql::WRITE_CART
+            (sql::WRITE_CART, sql::WRITE_CART_PLAIN)
         };
         params.push(&final_at);
-        let stmt = c.prepare_cached(query).await.map_err(fail)?;
+        let stmt = c.prepare_cached(full).await.map_err(fail)?;
+        let (query, stmt) = if head.is_none() && key.is_none() && cb_url.is_none() {
+            // Its parameters the full statement's: the plain one leaves some unused.
+            let typed = c.prepare_typed_cached(plain, stmt.params()).await;
+            (plain, typed.map_err(fail)?)
+        } else {
+            (full, stmt)
+        };
         let row = c
             .query_one(&stmt, &params)
             .instrument(traced::statement(query))

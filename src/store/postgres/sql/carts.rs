@@ -124,21 +124,22 @@ SELECT count(*) FROM t"
 
 /// Writes the next version of a cart: its row; its head when `$8` is not
 /// NULL (the head changed); the lines that changed (`$ended` ends the
-/// current states of SKUs, `$lines` adds new states); its event, key and
-/// callback. Answers 0 when the stored version is no longer $3 - 1 (a
-/// concurrent change won): then nothing is written. Within the minute of
-/// its expiry bucket, a change that leaves the head alone updates the cart
-/// row in place (HOT). $1 tenant, $2 id, $3 new version, $4 status, $5
-/// customer, $6 now, $7 expires, $8 head or NULL, $9 size, $10 event type,
-/// $11 previous status, $12 key (NULL: none), $13 key fingerprint, $14/$15
-/// the cart and version the key answers, $16 callback id, $17 callback URL
-/// (NULL: no callback due), $18 callback payload, $19 ended SKUs, $20..$26
-/// new lines, $27 when the cart became final (NULL while it is not).
+/// current states of SKUs, `$lines` adds new states); its event; then
+/// `$rest`, the parts only some changes write (`write_cart_rest!`). Answers
+/// 0 when the stored version is no longer $3 - 1 (a concurrent change won):
+/// then nothing is written. Within the minute of its expiry bucket, a
+/// change that leaves the head alone updates the cart row in place (HOT).
+/// $1 tenant, $2 id, $3 new version, $4 status, $5 customer, $6 now, $7
+/// expires, $8 head or NULL, $9 size, $10 event type, $11 previous status,
+/// $12 key (NULL: none), $13 key fingerprint, $14/$15 the cart and version
+/// the key answers, $16 callback id, $17 callback URL (NULL: no callback
+/// due), $18 callback payload, $19 ended SKUs, $20..$26 new lines, $27 when
+/// the cart became final (NULL while it is not).
 /// The states it ends are found by `$2`, not by a join with `t`: joined,
 /// a planner without statistics (a fresh database before its first
 /// ANALYZE) scanned every current line of the tenant per change.
 macro_rules! write_cart {
-    ($ended:literal, $lines:expr) => {
+    ($ended:literal, $lines:expr, $rest:expr) => {
         concat!(
             "
 WITH t AS (
@@ -146,13 +147,6 @@ WITH t AS (
                      expires_bucket = date_trunc('minute', $7::timestamptz), size = $9, final_at = $27
     WHERE tenant = $1 AND id = $2 AND version = $3::bigint - 1
     RETURNING id, version
-), head_ended AS (
-    UPDATE cart_heads h SET valid_to = $3
-    WHERE $8::jsonb IS NOT NULL AND h.tenant = $1 AND h.cart_id = $2 AND h.valid_to IS NULL
-      AND EXISTS (SELECT FROM t)
-), head AS (
-    INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
-    SELECT $1, id, version, $8 FROM t WHERE $8::jsonb IS NOT NULL
 ), ended AS (
     UPDATE cart_lines l SET valid_to = $3
     WHERE l.tenant = $1 AND l.cart_id = $2 AND l.valid_to IS NULL AND l.sku ",
@@ -169,37 +163,77 @@ WITH t AS (
             "
 ), ev AS (
     INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, expires_at)
-    SELECT $1, id, version, $10, $4, $11, $6, $7 FROM t
-), idem AS (
-    INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
-    SELECT $1, $12, $13, $14, $15, $6 FROM t WHERE $12::text IS NOT NULL
-), cb AS (
-    INSERT INTO callback_deliveries (id, tenant, cart_id, version, url, payload, next_attempt_at, created_at)
-    SELECT $16, $1, id, version, $17, $18, $6, $6 FROM t WHERE $17::text IS NOT NULL
+    SELECT $1, id, version, $10, $4, $11, $6, $7 FROM t",
+            $rest,
+            "
 )
 SELECT count(*) FROM t"
         )
     };
 }
 
+/// What only some changes write: a new head ($8), an idempotency key
+/// ($12), a callback ($17). Each part writes nothing when its parameter is
+/// NULL, but Postgres still opens its tables and indexes at every call
+/// (measured by pgbench on the one-line write: 5–15% of its CPU), so the
+/// changes that write none of them use the statements without
+/// (`WRITE_*_PLAIN`), prepared with the parameter types Postgres infers
+/// for the full ones.
+macro_rules! write_cart_rest {
+    () => {
+        "
+), head_ended AS (
+    UPDATE cart_heads h SET valid_to = $3
+    WHERE $8::jsonb IS NOT NULL AND h.tenant = $1 AND h.cart_id = $2 AND h.valid_to IS NULL
+      AND EXISTS (SELECT FROM t)
+), head AS (
+    INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
+    SELECT $1, id, version, $8 FROM t WHERE $8::jsonb IS NOT NULL
+), idem AS (
+    INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
+    SELECT $1, $12, $13, $14, $15, $6 FROM t WHERE $12::text IS NOT NULL
+), cb AS (
+    INSERT INTO callback_deliveries (id, tenant, cart_id, version, url, payload, next_attempt_at, created_at)
+    SELECT $16, $1, id, version, $17, $18, $6, $6 FROM t WHERE $17::text IS NOT NULL"
+    };
+}
+
 /// A change of any number of lines: $19 and $20..$26 are arrays.
-pub const WRITE_CART: &str = write_cart!(
-    "= ANY($19::text[])",
-    "unnest($20::text[], $21::int8[], $22::text[], $23::int4[], $24::numeric[], $25::numeric[], $26::jsonb[])"
-);
+macro_rules! write_cart_lines {
+    ($rest:expr) => {
+        write_cart!(
+            "= ANY($19::text[])",
+            "unnest($20::text[], $21::int8[], $22::text[], $23::int4[], $24::numeric[], $25::numeric[], $26::jsonb[])",
+            $rest
+        )
+    };
+}
 
 /// A change that writes at most one line state and ends at most one
 /// (AddItems of one SKU, status changes: most changes): $19 and $20..$26
-/// are single values (NULL: none). Apart from WRITE_CART so that Postgres keeps a generic
-/// plan of it: of an array parameter a generic plan expects ten elements,
-/// so once `cart_lines` is large (300-line carts, or any history) it
-/// costed WRITE_CART's generic plan at 5x its custom plans and planned it
-/// afresh at every call (measured: a third of Postgres's CPU per change).
-pub const WRITE_CART_ONE_LINE: &str = write_cart!(
-    "= $19::text",
-    "(SELECT * FROM (VALUES ($20::text, $21::int8, $22::text, $23::int4, $24::numeric, $25::numeric, \
-     $26::jsonb)) v WHERE $20::text IS NOT NULL)"
-);
+/// are single values (NULL: none). Apart from the array form so that
+/// Postgres keeps a generic plan of it: of an array parameter a generic
+/// plan expects ten elements, so once `cart_lines` is large (300-line
+/// carts, or any history) it costed the array form's generic plan at 5x
+/// its custom plans and planned it afresh at every call (measured: a third
+/// of Postgres's CPU per change).
+macro_rules! write_cart_one_line {
+    ($rest:expr) => {
+        write_cart!(
+            "= $19::text",
+            "(SELECT * FROM (VALUES ($20::text, $21::int8, $22::text, $23::int4, $24::numeric, $25::numeric, \
+             $26::jsonb)) v WHERE $20::text IS NOT NULL)",
+            $rest
+        )
+    };
+}
+
+pub const WRITE_CART: &str = write_cart_lines!(write_cart_rest!());
+pub const WRITE_CART_ONE_LINE: &str = write_cart_one_line!(write_cart_rest!());
+/// As WRITE_CART, for a change with no new head, key or callback.
+pub const WRITE_CART_PLAIN: &str = write_cart_lines!("");
+/// As WRITE_CART_ONE_LINE, for a change with no new head, key or callback.
+pub const WRITE_CART_ONE_LINE_PLAIN: &str = write_cart_one_line!("");
 
 /// A ListCarts page: `$page` picks up to `$4` carts (`page_columns!`)
 /// older in list order than the cursor ($2 created_at, $3 id), through the
