@@ -1,6 +1,6 @@
 -- AddItems of one line as the service runs it without a request_id
 -- (src/store/postgres/sql/; keep it in step): sql::GET_CARTS, then
--- sql::WRITE_CART_ONE_LINE, two round trips in autocommit: the path of a cart the
+-- sql::WRITE_CART_ONE_LINE_PLAIN, two round trips in autocommit: the path of a cart the
 -- replica does not remember (a remembered one is the write alone).
 --
 -- The read is GET_CARTS as the service sends it (every row still comes
@@ -9,8 +9,8 @@
 -- version, the customer (from the head), whether the SKU is in the cart
 -- and its quantity, and an approximate encoded size. The SKU, its name and
 -- price are cart-bench's (`SKU-nnnn`, "Bench item n", 1+n%50 . n*37%100).
--- The write is WRITE_CART_ONE_LINE with the parameters of a one-line add:
--- no head ($8 NULL), no key, no callback, not final ($27 NULL); the SKU's
+-- The write is WRITE_CART_ONE_LINE_PLAIN (no head, key or callback parts)
+-- with the parameters of a one-line add: not final ($27 NULL); the SKU's
 -- current line ended ($19) when the cart has it, and its new state
 -- (quantity + 1, or 1 at a new place) inserted. $6 now and $7 expires are now()
 -- expressions (the service sends the database's time, read at connect).
@@ -44,13 +44,6 @@ WITH t AS (
                      final_at = NULL::timestamptz
     WHERE tenant = :tenant AND id = :cart_id AND version = :v::bigint - 1
     RETURNING id, version
-), head_ended AS (
-    UPDATE cart_heads h SET valid_to = :v
-    WHERE NULL::jsonb IS NOT NULL AND h.tenant = :tenant AND h.cart_id = :cart_id AND h.valid_to IS NULL
-      AND EXISTS (SELECT FROM t)
-), head AS (
-    INSERT INTO cart_heads (tenant, cart_id, valid_from, doc)
-    SELECT :tenant, id, version, NULL::jsonb FROM t WHERE NULL::jsonb IS NOT NULL
 ), ended AS (
     UPDATE cart_lines l SET valid_to = :v
     WHERE l.tenant = :tenant AND l.cart_id = :cart_id AND l.valid_to IS NULL AND l.sku = nullif(:ended, '')::text
@@ -70,11 +63,5 @@ WITH t AS (
 ), ev AS (
     INSERT INTO cart_events (tenant, cart_id, version, type, status, previous_status, occurred_at, expires_at)
     SELECT :tenant, id, version, 'ITEMS_CHANGED', 'ACTIVE', 'ACTIVE', now(), now() + interval '30 days' FROM t
-), idem AS (
-    INSERT INTO idempotency_keys (tenant, key, fingerprint, cart_id, version, created_at)
-    SELECT :tenant, NULL::text, NULL::bytea, NULL::uuid, NULL::int8, now() FROM t WHERE NULL::text IS NOT NULL
-), cb AS (
-    INSERT INTO callback_deliveries (id, tenant, cart_id, version, url, payload, next_attempt_at, created_at)
-    SELECT NULL::uuid, :tenant, id, version, NULL::text, NULL::jsonb, now(), now() FROM t WHERE NULL::text IS NOT NULL
 )
 SELECT count(*) FROM t;
