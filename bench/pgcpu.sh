@@ -8,8 +8,9 @@
 #
 # IDS_FILE: cart ids, one a line (cart-bench --cart-ids). Environment:
 # PGHOST/PGPORT/PGUSER (127.0.0.1/5432/postgres), DURATION (10), BIN
-# (target/release). Used to find what a change costs Postgres (e.g. the
-# event feed's head computation, a statement planned at every call).
+# (target/release), BENCH_ARGS (more cart-bench flags, e.g. --request-ids).
+# Used to find what a change costs Postgres (e.g. the event feed's head
+# computation, a statement planned at every call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
@@ -29,8 +30,9 @@ while read -r p t; do BEFORE[$p]=$t; done < <(snapshot)
 NAMES=$(mktemp)
 trap 'rm -f "$NAMES"' EXIT
 backends >"$NAMES"
+# shellcheck disable=SC2086 # BENCH_ARGS: several flags
 JSON=$("$BIN/cart-bench" --scenario "$SCENARIO" --addr "$ADDR" --cart-ids "$IDS" --concurrency "$CLIENTS" \
-    --duration "${DURATION}s" --warmup 0s --server-pid "$SERVER_PID" 2>&1 | sed -n 's/^JSON //p')
+    --duration "${DURATION}s" --warmup 0s --server-pid "$SERVER_PID" ${BENCH_ARGS:-} 2>&1 | sed -n 's/^JSON //p')
 backends >>"$NAMES"
 CALLS=$(echo "$JSON" | python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["calls_all"])')
 echo "$JSON" | python3 -c '
