@@ -3,12 +3,13 @@
 //! every call once) and the HTTP server of /metrics, /healthz and /readyz.
 
 pub mod http;
+mod labels;
 pub mod rpc;
 
 use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
+    encoding::text::encode,
     metrics::{
         counter::Counter,
         family::Family,
@@ -18,100 +19,8 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-/// How a callback delivery attempt ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum CallbackOutcome {
-    /// The receiver answered HTTP 200.
-    Delivered,
-    /// Any other answer or no answer; it will be retried.
-    Failed,
-    /// Retries ran out; the callback is given up.
-    Abandoned,
-}
-
-impl CallbackOutcome {
-    pub const ALL: [CallbackOutcome; 3] = [Self::Delivered, Self::Failed, Self::Abandoned];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-            Self::Abandoned => "abandoned",
-        }
-    }
-}
-
-impl EncodeLabelValue for CallbackOutcome {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
-/// What a retention sweep deleted.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Deleted {
-    /// Events past `CART_EVENT_RETENTION`.
-    Events,
-    /// Final carts past `CART_RETENTION` (with their events, keys, deliveries).
-    Carts,
-    /// Callback deliveries finished for `CART_EVENT_RETENTION`.
-    Deliveries,
-    /// Idempotency keys past their window.
-    Keys,
-}
-
-impl Deleted {
-    pub const ALL: [Deleted; 4] = [Self::Events, Self::Carts, Self::Deliveries, Self::Keys];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Events => "events",
-            Self::Carts => "carts",
-            Self::Deliveries => "deliveries",
-            Self::Keys => "keys",
-        }
-    }
-}
-
-impl EncodeLabelValue for Deleted {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeletedLabels {
-    kind: Deleted,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    /// `package.Service/Method`, or `unknown` for paths nobody serves.
-    method: String,
-    /// The canonical gRPC code name (`OK`, `NOT_FOUND`, ...).
-    code: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AuthLabels {
-    /// `ok` or `failed`.
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ShedLabels {
-    tenant: String,
-    /// The ErrorInfo reason the call was refused with (`OVERLOADED`, ...).
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallbackLabels {
-    outcome: CallbackOutcome,
-    /// Tenants are configured (API keys), so the set is bounded; URLs and
-    /// endpoints never become labels.
-    tenant: String,
-}
+use labels::{AuthLabels, CallbackLabels, DeletedLabels, RpcLabels, ShedLabels};
+pub use labels::{CallbackOutcome, Deleted};
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
 
