@@ -28,6 +28,7 @@ use cart_service::{
     proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
     store::postgres::statements::{
         GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN,
+        prepare_shorter,
     },
 };
 use chrono::Utc;
@@ -213,13 +214,7 @@ impl CartService for Floor {
         let no_version: Option<i64> = None;
         let no_time: Option<chrono::DateTime<Utc>> = None;
         let attributes = (!line.attributes.is_empty()).then_some(Json(&line.attributes));
-        // As the service prepares it: typed as the full statement.
-        let full = c
-            .prepare_cached(WRITE_CART_ONE_LINE)
-            .await
-            .map_err(internal)?;
-        let stmt = c
-            .prepare_typed_cached(WRITE_CART_ONE_LINE_PLAIN, full.params())
+        let stmt = prepare_shorter(&c, WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN)
             .await
             .map_err(internal)?;
         let written: i64 = c

@@ -23,6 +23,19 @@ mod sql;
 pub mod statements {
     pub use super::SESSION_SETTINGS;
     pub use super::sql::{GET_CART, STAMP_CART, WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN};
+
+    /// Prepares `shorter`, a write that leaves some of `full`'s parameters
+    /// unused (`WRITE_*_PLAIN`), with the types Postgres infers for `full`'s
+    /// (it cannot infer the type of a parameter a statement does not use),
+    /// so that both take one parameter list.
+    pub async fn prepare_shorter(
+        c: &deadpool_postgres::Object,
+        full: &str,
+        shorter: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let full = c.prepare_cached(full).await?;
+        c.prepare_typed_cached(shorter, full.params()).await
+    }
 }
 mod traced;
 mod unit;

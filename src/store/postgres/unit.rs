@@ -28,7 +28,7 @@ use super::{
     get_carts,
     outbox::Wake,
     recent::{Kept, Recent},
-    rows, sql, traced,
+    rows, sql, statements, traced,
 };
 use crate::{
     domain::{Cart, CartError, CartId, IdempotencyKey, TenantId, size::encoded_len},
@@ -414,14 +414,12 @@ impl UnitOfWork for PgUnit {
             (sql::WRITE_CART, sql::WRITE_CART_PLAIN)
         };
         params.push(&final_at);
-        let stmt = c.prepare_cached(full).await.map_err(fail)?;
         let (query, stmt) = if head.is_none() && key.is_none() && cb_url.is_none() {
-            // Its parameters the full statement's: the plain one leaves some unused.
-            let typed = c.prepare_typed_cached(plain, stmt.params()).await;
-            (plain, typed.map_err(fail)?)
+            (plain, statements::prepare_shorter(c, full, plain).await)
         } else {
-            (full, stmt)
+            (full, c.prepare_cached(full).await)
         };
+        let stmt = stmt.map_err(fail)?;
         let row = c
             .query_one(&stmt, &params)
             .instrument(traced::statement(query))
