@@ -17,11 +17,16 @@
 //! `min` and `max`.
 //!
 //! Fairness: while several tenants have calls in flight, a tenant below
-//! its fair share (`limit / active tenants`) may go past `limit` by up to
-//! `headroom`; a tenant at or above its share only gets a slot while the
-//! replica is under `limit`. So a tenant bursting at 10x cannot take the
-//! slots a quiet tenant needs: the quiet tenant's calls are admitted and
-//! wait behind at most `limit` others.
+//! its fair share (`limit / active tenants`) that finds the replica at its
+//! limit takes a slot of a reserve (a quarter of the largest limit, `max`),
+//! however many calls the others hold; a tenant at or above its share only
+//! gets a slot while the replica is under `limit`. So a tenant bursting at
+//! 10x cannot take the slots a quiet tenant needs: the quiet tenant's calls
+//! are admitted and take turns with the others (`fair_gate`). The reserve
+//! is counted apart from `limit` because the limit can fall below what the
+//! bursting tenant already holds (its calls were admitted under the old
+//! limit): measured against `limit` alone, a quiet tenant was refused
+//! until those drained (24 of 2,000 calls in one fairness run).
 //!
 //! Watch streams are long-lived and have their own cap
 //! (`CART_MAX_WATCHERS_PER_TENANT`); health and reflection are never shed.
@@ -73,6 +78,8 @@ pub struct Admission {
 struct State {
     limit: usize,
     in_flight: usize,
+    /// Of those, calls admitted from the reserve.
+    reserved: usize,
     /// Calls in flight per tenant; a tenant with none is not listed.
     tenants: HashMap<String, usize>,
     /// The current window: when it began, calls finished in it, their total time.
@@ -110,6 +117,7 @@ impl Admission {
             state: Mutex::new(State {
                 limit,
                 in_flight: 0,
+                reserved: 0,
                 tenants: HashMap::new(),
                 window_start: Instant::now(),
                 done: 0,
@@ -133,32 +141,44 @@ impl Admission {
         let now = Instant::now();
         let mut st = self.lock();
         self.adapt(&mut st, now);
-        let mine = st.tenants.get(tenant).copied().unwrap_or(0);
-        let active = st.tenants.len() + usize::from(mine == 0);
-        let share = (st.limit / active).max(1);
-        let headroom = (st.limit / 4).max(2);
-        let bound = if active > 1 && mine < share {
-            st.limit + headroom
+        let reserved = if st.in_flight < st.limit {
+            false
         } else {
-            st.limit
+            let mine = st.tenants.get(tenant).copied().unwrap_or(0);
+            let active = st.tenants.len() + usize::from(mine == 0);
+            let share = (st.limit / active).max(1);
+            if active > 1 && mine < share && st.reserved < self.reserve() {
+                true
+            } else {
+                return None;
+            }
         };
-        if st.in_flight >= bound {
-            return None;
-        }
         st.in_flight += 1;
+        st.reserved += usize::from(reserved);
         st.peak = st.peak.max(st.in_flight);
         *st.tenants.entry(tenant.to_string()).or_insert(0) += 1;
         Some(Permit {
             admission: self.clone(),
             tenant: tenant.to_string(),
             admitted: now,
+            reserved,
         })
     }
 
-    fn release(&self, tenant: &str, admitted: Instant) {
+    /// Slots a tenant under its share may take past the limit, in all.
+    fn reserve(&self) -> usize {
+        let ceiling = match self.bound {
+            Bound::Fixed(n) => n,
+            Bound::Adaptive { max, .. } => max,
+        };
+        (ceiling / 4).max(2)
+    }
+
+    fn release(&self, tenant: &str, admitted: Instant, reserved: bool) {
         let now = Instant::now();
         let mut st = self.lock();
         st.in_flight -= 1;
+        st.reserved -= usize::from(reserved);
         if let Some(n) = st.tenants.get_mut(tenant) {
             *n -= 1;
             if *n == 0 {
@@ -235,11 +255,14 @@ pub struct Permit {
     admission: Arc<Admission>,
     tenant: String,
     admitted: Instant,
+    /// Taken from the reserve of tenants under their share.
+    reserved: bool,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.release(&self.tenant, self.admitted);
+        self.admission
+            .release(&self.tenant, self.admitted, self.reserved);
     }
 }
 
@@ -333,13 +356,39 @@ mod tests {
     fn a_quiet_tenant_is_admitted_while_a_noisy_one_holds_everything() {
         let a = Admission::new(8);
         let _noisy: Vec<_> = (0..8).map(|_| a.try_admit("noisy").unwrap()).collect();
-        // The quiet tenant is under its share: it gets the headroom.
+        // The quiet tenant is under its share: it gets the reserve.
         let quiet: Vec<_> = (0..2).map(|_| a.try_admit("quiet").unwrap()).collect();
         assert!(a.try_admit("noisy").is_none());
         assert_eq!(quiet.len(), 2);
-        // Headroom is bounded: the replica never holds more than capacity + headroom.
+        // The reserve is bounded: the replica never holds more than capacity + reserve.
         let more: Vec<_> = (0..10).filter_map(|_| a.try_admit("quiet")).collect();
         assert_eq!(8 + 2 + more.len(), 8 + 2);
+        // A reserved slot freed goes back to the reserve, not to the noisy tenant.
+        drop(quiet);
+        assert!(a.try_admit("noisy").is_none());
+        assert!(a.try_admit("quiet").is_some());
+    }
+
+    #[test]
+    fn a_quiet_tenant_is_admitted_while_the_limit_falls_below_what_a_noisy_one_holds() {
+        let a = Admission::with_bound(Bound::Adaptive {
+            min: 4,
+            max: 64,
+            target: Duration::from_millis(50),
+        });
+        let _noisy: Vec<_> = (0..64).map(|_| a.try_admit("noisy").unwrap()).collect();
+        // Latency rose: the limit falls far below the 64 calls held.
+        a.lock().limit = 10;
+        assert!(a.try_admit("noisy").is_none());
+        // The quiet tenant still gets its share (10 / 2) from the reserve
+        // (64 / 4), and no more.
+        let quiet: Vec<_> = (0..8).filter_map(|_| a.try_admit("quiet")).collect();
+        assert_eq!(quiet.len(), 5);
+        // Many quiet tenants together never take more than the reserve.
+        let others: Vec<_> = (0..40)
+            .filter_map(|n| a.try_admit(&format!("t{n}")))
+            .collect();
+        assert_eq!(quiet.len() + others.len(), 16);
     }
 
     /// A refused call never reaches the layers inside (no request id, span
