@@ -7,6 +7,15 @@
 //! bursting tenant had admitted (measured: 200 calls/s of one tenant went
 //! from a p99 of 15 ms alone to 1.7 s beside 640 clients of another).
 //!
+//! While other tenants have called in the last [`ACTIVE_FOR`], a tenant
+//! runs at most half the slots, even when the rest are free. Turns alone
+//! kept the quiet tenant's calls from waiting for a slot, but not from
+//! running beside a full pool of the bursting tenant's: Postgres then
+//! shares its CPU among `slots` statements, and the quiet tenant's p99
+//! was 4-11x its p99 alone; with half the slots to the bursting tenant,
+//! about 2-3x (BENCHMARKS.md, issue 12). Two busy tenants still fill every
+//! slot; a tenant alone has them all.
+//!
 //! Admission (`admission.rs`) decides how many calls wait at all; this
 //! only orders them. The wait is inside the deadline layer: a call whose
 //! deadline passes while it waits is dropped like any other waiting call.
@@ -15,9 +24,10 @@ use std::{
     collections::{HashMap, VecDeque},
     future::Future,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 use tonic::codegen::http::{Request, Response};
 
 use super::{
@@ -25,6 +35,9 @@ use super::{
     around::{Around, AroundLayer, BoxFuture},
     deadline::tenant_of,
 };
+
+/// How long a tenant counts as active after its last call.
+pub const ACTIVE_FOR: Duration = Duration::from_secs(1);
 
 pub struct FairGate {
     slots: usize,
@@ -34,11 +47,78 @@ pub struct FairGate {
 #[derive(Default)]
 struct State {
     running: usize,
+    /// Running calls per tenant; a tenant with none is not listed.
+    running_by: HashMap<String, usize>,
     /// Waiting calls per tenant, oldest first (a dropped call's sender
     /// stays until its turn comes, and is skipped then).
     waiting: HashMap<String, VecDeque<oneshot::Sender<()>>>,
     /// Tenants with calls waiting, in the order their turns come.
     turns: VecDeque<String>,
+    /// When each tenant last called, for as long as it counts as active.
+    seen: HashMap<String, Instant>,
+    /// When `seen` was last cleared of tenants no longer active.
+    pruned: Option<Instant>,
+}
+
+impl State {
+    /// Notes a call of `tenant` at `now`.
+    fn saw(&mut self, tenant: &str, now: Instant) {
+        match self.seen.get_mut(tenant) {
+            Some(at) => *at = now,
+            None => {
+                self.seen.insert(tenant.to_string(), now);
+            }
+        }
+        self.prune(now);
+    }
+
+    /// Forgets tenants quiet for longer than [`ACTIVE_FOR`], at most every
+    /// quarter of it (cheap per call; a share is that much late at most).
+    fn prune(&mut self, now: Instant) {
+        if self
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= ACTIVE_FOR / 4)
+        {
+            self.seen
+                .retain(|_, at| now.duration_since(*at) < ACTIVE_FOR);
+            self.pruned = Some(now);
+        }
+    }
+
+    fn running_of(&self, tenant: &str) -> usize {
+        self.running_by.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Whether a call of `tenant` may run now as far as its share goes.
+    fn under_share(&self, tenant: &str, slots: usize) -> bool {
+        let others = match self.seen.len() {
+            0 => false,
+            1 => !self.seen.contains_key(tenant),
+            _ => true,
+        };
+        let share = if others { (slots / 2).max(1) } else { slots };
+        self.running_of(tenant) < share
+    }
+
+    fn start(&mut self, tenant: &str) {
+        self.running += 1;
+        match self.running_by.get_mut(tenant) {
+            Some(n) => *n += 1,
+            None => {
+                self.running_by.insert(tenant.to_string(), 1);
+            }
+        }
+    }
+
+    fn stop(&mut self, tenant: &str) {
+        self.running -= 1;
+        if let Some(n) = self.running_by.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.running_by.remove(tenant);
+            }
+        }
+    }
 }
 
 impl FairGate {
@@ -58,34 +138,66 @@ impl FairGate {
     pub async fn turn(self: &Arc<Self>, tenant: &str) -> Turn {
         let rx = {
             let mut st = self.lock();
-            if st.running < self.slots && st.turns.is_empty() {
-                st.running += 1;
-                return Turn(self.clone());
+            st.saw(tenant, Instant::now());
+            let queued = st.waiting.contains_key(tenant);
+            if st.running < self.slots && !queued && st.under_share(tenant, self.slots) {
+                st.start(tenant);
+                return self.turn_of(tenant);
             }
             let (tx, rx) = oneshot::channel();
-            let queue = st.waiting.entry(tenant.to_string()).or_default();
-            let first = queue.is_empty();
-            queue.push_back(tx);
-            if first {
+            st.waiting
+                .entry(tenant.to_string())
+                .or_default()
+                .push_back(tx);
+            if !queued {
                 st.turns.push_back(tenant.to_string());
             }
+            // Calls of this tenant that gave up may be queued ahead with a
+            // slot free: the queue moves now, not at the next release.
+            self.fill(&mut st);
             rx
         };
         let mut wait = Waiting {
             gate: self.clone(),
+            tenant: tenant.to_string(),
             rx: Some(rx),
         };
         let rx = wait.rx.as_mut().expect("set above");
         // The sender is only dropped by the gate, which lives as long as we do.
         let _ = rx.await;
         wait.rx = None;
-        Turn(self.clone())
+        self.turn_of(tenant)
     }
 
-    /// Frees a slot: handed to the next waiting tenant in turn, if any.
-    fn release(&self) {
+    fn turn_of(self: &Arc<Self>, tenant: &str) -> Turn {
+        Turn {
+            gate: self.clone(),
+            tenant: tenant.to_string(),
+        }
+    }
+
+    /// Frees a slot of `tenant`'s.
+    fn release(&self, tenant: &str) {
         let mut st = self.lock();
-        while let Some(tenant) = st.turns.pop_front() {
+        st.stop(tenant);
+        st.prune(Instant::now());
+        self.fill(&mut st);
+    }
+
+    /// Hands free slots to waiting calls, tenant by tenant in turn,
+    /// skipping tenants at their share; stops when a whole round of
+    /// turns finds no call that may run.
+    fn fill(&self, st: &mut State) {
+        let mut passed = 0;
+        while st.running < self.slots && passed < st.turns.len() {
+            let Some(tenant) = st.turns.pop_front() else {
+                return;
+            };
+            if !st.under_share(&tenant, self.slots) {
+                st.turns.push_back(tenant);
+                passed += 1;
+                continue;
+            }
             let Some(queue) = st.waiting.get_mut(&tenant) else {
                 continue;
             };
@@ -93,24 +205,27 @@ impl FairGate {
             if queue.is_empty() {
                 st.waiting.remove(&tenant);
             } else {
-                st.turns.push_back(tenant);
+                st.turns.push_back(tenant.clone());
             }
             if let Some(tx) = next
                 && tx.send(()).is_ok()
             {
-                return; // the slot passes to that call
+                st.start(&tenant); // the slot passes to that call
+                passed = 0;
             }
         }
-        st.running -= 1;
     }
 }
 
 /// A running call's slot.
-pub struct Turn(Arc<FairGate>);
+pub struct Turn {
+    gate: Arc<FairGate>,
+    tenant: String,
+}
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.0.release();
+        self.gate.release(&self.tenant);
     }
 }
 
@@ -119,6 +234,7 @@ impl Drop for Turn {
 /// slot on.
 struct Waiting {
     gate: Arc<FairGate>,
+    tenant: String,
     rx: Option<oneshot::Receiver<()>>,
 }
 
@@ -127,7 +243,7 @@ impl Drop for Waiting {
         if let Some(mut rx) = self.rx.take()
             && rx.try_recv().is_ok()
         {
-            self.gate.release();
+            self.gate.release(&self.tenant);
         }
     }
 }
@@ -195,6 +311,54 @@ mod tests {
             got.push(rx.recv().await.unwrap());
         }
         assert_eq!(got, ["noisy", "quiet", "noisy", "noisy"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_runs_half_the_slots_while_another_is_active() {
+        let gate = FairGate::new(4);
+        let running = |gate: &Arc<FairGate>| gate.lock().running;
+        // Alone, a tenant has every slot.
+        let mut noisy = Vec::new();
+        for _ in 0..4 {
+            noisy.push(gate.turn("noisy").await);
+        }
+        noisy.truncate(1);
+        // Another tenant calls: it runs at once, and from now on the noisy
+        // one runs at most two calls, though a slot is free.
+        let quiet = gate.turn("quiet").await;
+        noisy.push(gate.turn("noisy").await);
+        let third = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.turn("noisy").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished());
+        assert_eq!(running(&gate), 3);
+        // The quiet tenant leaves; still active for ACTIVE_FOR.
+        drop(quiet);
+        assert!(!third.is_finished());
+        assert_eq!(running(&gate), 2);
+        // Once it has been quiet that long, the next release hands the
+        // noisy tenant every free slot.
+        tokio::time::advance(ACTIVE_FOR).await;
+        drop(noisy.pop());
+        let third = tokio::time::timeout(Duration::from_secs(5), third).await;
+        assert!(third.is_ok());
+        let more = tokio::time::timeout(Duration::from_secs(5), gate.turn("noisy")).await;
+        assert!(more.is_ok());
+        assert_eq!(running(&gate), 3);
+    }
+
+    #[tokio::test]
+    async fn two_busy_tenants_fill_every_slot() {
+        let gate = FairGate::new(4);
+        let mut turns = Vec::new();
+        for tenant in ["a", "b", "a", "b"] {
+            turns.push(gate.turn(tenant).await);
+        }
+        assert_eq!(gate.lock().running, 4);
+        let fifth = tokio::time::timeout(Duration::from_millis(50), gate.turn("a")).await;
+        assert!(fifth.is_err(), "every slot is taken");
     }
 
     #[tokio::test]
