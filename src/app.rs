@@ -338,8 +338,9 @@ fn in_flight_bound(config: &Config) -> Bound {
 /// past the pool would only wait for one. Fewer would favour reads and a
 /// quiet tenant's latency but cost writes their group commits (A/Bs on
 /// this 2-core machine against no turns at all, 64 clients: add-items
-/// 0.81–0.83x with 8 running, 0.96–1.02x with 16; BENCHMARKS.md). On the
-/// memory store, as many as are admitted.
+/// 0.81–0.83x with 8 running, 0.96–1.02x with 16; BENCHMARKS.md), so a
+/// tenant gets fewer only while others are active (`grpc::fair_gate`). On
+/// the memory store, as many as are admitted.
 fn running_slots(config: &Config) -> usize {
     match (config.database_url.as_ref(), in_flight_bound(config)) {
         (Some(_), _) => config.db_pool_size,
