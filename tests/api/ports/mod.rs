@@ -278,31 +278,14 @@ async fn a_key_is_recorded_once_with_its_answer(b: Backend) {
             .unwrap(),
         0
     );
-    let mut u = s.begin(Isolation::Optimistic).await.unwrap();
-    assert!(
-        u.load(&t, &[], Some("k1"))
-            .await
-            .unwrap()
-            .remembered
-            .is_some(),
-        "a younger key stays"
-    );
-    u.commit().await.unwrap();
+    assert!(key_remembered(&*s, &t, "k1").await, "a younger key stays");
     assert_eq!(
         s.forget_keys_before(now() + TimeDelta::seconds(1), 10)
             .await
             .unwrap(),
         1
     );
-    let mut u = s.begin(Isolation::Optimistic).await.unwrap();
-    assert!(
-        u.load(&t, &[], Some("k1"))
-            .await
-            .unwrap()
-            .remembered
-            .is_none()
-    );
-    u.commit().await.unwrap();
+    assert!(!key_remembered(&*s, &t, "k1").await);
 }
 
 async fn a_reference_names_one_cart_per_tenant(b: Backend) {
@@ -426,17 +409,7 @@ async fn a_claimed_callback_is_leased_to_one_worker(b: Backend) {
     let mut cart = new_cart("");
     insert(&*s, &t, &cart).await;
     let written = s.callbacks_written();
-    for cmd in [
-        Command::Submit {
-            expected_total: None,
-        },
-        Command::Confirm(Actor::Customer),
-    ] {
-        let mut u = s.begin(Isolation::Optimistic).await.unwrap();
-        change(u.as_mut(), &t, &mut cart, cmd, None).await.unwrap();
-        u.commit().await.unwrap();
-    }
-    assert_eq!(cart.status, CartStatus::Confirmed);
+    confirm(&*s, &t, &mut cart).await;
     tokio::time::timeout(Duration::from_secs(10), written.notified())
         .await
         .expect("a committed callback wakes the workers");
@@ -511,6 +484,24 @@ async fn save(s: &dyn Store, t: &TenantId, cart: &mut Cart, cmd: Command) {
     let mut u = s.begin(Isolation::Optimistic).await.unwrap();
     change(u.as_mut(), t, cart, cmd, None).await.unwrap();
     u.commit().await.unwrap();
+}
+
+/// Submits `cart` and confirms it as the customer, each in a unit of its own.
+async fn confirm(s: &dyn Store, t: &TenantId, cart: &mut Cart) {
+    let submit = Command::Submit {
+        expected_total: None,
+    };
+    save(s, t, cart, submit).await;
+    save(s, t, cart, Command::Confirm(Actor::Customer)).await;
+    assert_eq!(cart.status, CartStatus::Confirmed);
+}
+
+/// Whether `key` of `t` is remembered.
+async fn key_remembered(s: &dyn Store, t: &TenantId, key: &str) -> bool {
+    let mut u = s.begin(Isolation::Optimistic).await.unwrap();
+    let remembered = u.load(t, &[], Some(key)).await.unwrap().remembered;
+    u.commit().await.unwrap();
+    remembered.is_some()
 }
 
 mod retention;

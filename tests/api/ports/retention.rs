@@ -193,15 +193,14 @@ async fn retention_deletes_final_carts_with_everything_kept_for_them(b: Backend)
         [1, 2]
     );
 
-    let mut u = s.begin(Isolation::Optimistic).await.unwrap();
     for (k, kept) in [
         ("k-submit", false),
         ("k-confirm", false),
         ("k-active", true),
     ] {
-        let remembered = u.load(&t, &[], Some(k)).await.unwrap().remembered;
-        assert_eq!(remembered.is_some(), kept, "key {k}");
+        assert_eq!(key_remembered(&*s, &t, k).await, kept, "key {k}");
     }
+    let mut u = s.begin(Isolation::Optimistic).await.unwrap();
     // The reference is free again.
     let again = new_cart("order-1");
     assert!(matches!(
@@ -218,16 +217,7 @@ async fn finished_deliveries_are_purged(b: Backend) {
     for _ in 0..2 {
         let mut cart = new_cart("");
         insert(&*s, &t, &cart).await;
-        for cmd in [
-            Command::Submit {
-                expected_total: None,
-            },
-            Command::Confirm(Actor::Customer),
-        ] {
-            let mut u = s.begin(Isolation::Optimistic).await.unwrap();
-            change(u.as_mut(), &t, &mut cart, cmd, None).await.unwrap();
-            u.commit().await.unwrap();
-        }
+        confirm(&*s, &t, &mut cart).await;
         carts.push(cart);
     }
     let later = now() + TimeDelta::seconds(1);
