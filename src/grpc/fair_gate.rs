@@ -135,22 +135,20 @@ impl FairGate {
 
     /// Waits for a slot for a call of `tenant`; the slot is freed when the
     /// returned turn is dropped.
-    pub async fn turn(self: &Arc<Self>, tenant: &str) -> Turn {
+    pub async fn turn(self: &Arc<Self>, tenant: impl Into<String>) -> Turn {
+        let tenant = tenant.into();
         let rx = {
             let mut st = self.lock();
-            st.saw(tenant, Instant::now());
-            let queued = st.waiting.contains_key(tenant);
-            if st.running < self.slots && !queued && st.under_share(tenant, self.slots) {
-                st.start(tenant);
+            st.saw(&tenant, Instant::now());
+            let queued = st.waiting.contains_key(&tenant);
+            if st.running < self.slots && !queued && st.under_share(&tenant, self.slots) {
+                st.start(&tenant);
                 return self.turn_of(tenant);
             }
             let (tx, rx) = oneshot::channel();
-            st.waiting
-                .entry(tenant.to_string())
-                .or_default()
-                .push_back(tx);
+            st.waiting.entry(tenant.clone()).or_default().push_back(tx);
             if !queued {
-                st.turns.push_back(tenant.to_string());
+                st.turns.push_back(tenant.clone());
             }
             // Calls of this tenant that gave up may be queued ahead with a
             // slot free: the queue moves now, not at the next release.
@@ -159,20 +157,20 @@ impl FairGate {
         };
         let mut wait = Waiting {
             gate: self.clone(),
-            tenant: tenant.to_string(),
+            tenant,
             rx: Some(rx),
         };
         let rx = wait.rx.as_mut().expect("set above");
         // The sender is only dropped by the gate, which lives as long as we do.
         let _ = rx.await;
-        wait.rx = None;
-        self.turn_of(tenant)
+        wait.rx = None; // the slot is taken: dropping `wait` now frees nothing
+        self.turn_of(std::mem::take(&mut wait.tenant))
     }
 
-    fn turn_of(self: &Arc<Self>, tenant: &str) -> Turn {
+    fn turn_of(self: &Arc<Self>, tenant: String) -> Turn {
         Turn {
             gate: self.clone(),
-            tenant: tenant.to_string(),
+            tenant,
         }
     }
 
@@ -275,7 +273,7 @@ impl Around for Arc<FairGate> {
         // tonic's handler futures start their work when polled, not here.
         let call = call(req);
         Box::pin(async move {
-            let turn = gate.turn(&tenant).await;
+            let turn = gate.turn(tenant).await;
             let r = call.await;
             drop(turn);
             r
