@@ -24,7 +24,7 @@ PORT=${PORT:-30181}
 OUT=${OUT:-target/bench/callbacks.jsonl}
 STEPS=${STEPS:-instant paced slow isolation outage}
 DB=cart_bench_callbacks
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 
 cargo build --release --bin cart-service --bin cart-bench
 BIN=target/release

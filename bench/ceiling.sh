@@ -37,7 +37,7 @@ DB=cart_bench
 REFDB=cart_bench_ref
 PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1)
 [ -x "$PGBENCH" ] || { echo "pgbench not found" >&2; exit 1; }
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 
 cargo build --release --bin cart-service --bin cart-bench
 BIN=target/release

@@ -25,7 +25,7 @@ PORT_B=${PORT_B:-30198}
 OUT=${OUT:-target/bench/fanout.jsonl}
 DB=cart_bench_fanout
 BIN=${BIN:-target/release}
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 [ -n "${NO_BUILD:-}" ] || cargo build --release --bin cart-service --bin cart-bench
 ulimit -n 65536 2>/dev/null || true
 PIDS=()

@@ -25,7 +25,7 @@ PORT_FLOOR=${PORT_FLOOR:-30172}
 OUT=${OUT:-target/bench/floor.jsonl}
 BIN=${BIN:-target/release}
 DB=cart_bench_floor
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 [ "$BIN" = target/release ] && [ -z "${NO_BUILD:-}" ] && cargo build --release --bin cart-service --bin cart-floor --bin cart-bench
 
 PIDS=()

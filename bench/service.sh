@@ -27,7 +27,7 @@ PORT_B=${PORT_B:-30172}
 OUT=${OUT:-target/bench/service.jsonl}
 STEPS=${STEPS:-peak mixed lifecycle watch watchers}
 DB=cart_bench_svc
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 
 cargo build --release --bin cart-service --bin cart-bench
 BIN=target/release

@@ -22,7 +22,7 @@ DURATION=${DURATION:-10}
 PORT=${PORT:-30195}
 OUT=${OUT:-target/bench/streams.jsonl}
 DB=cart_bench_streams
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 [ -n "${NO_BUILD:-}" ] || cargo build --release --bin cart-service --bin cart-bench
 [ $# -gt 0 ] || set -- target/release/cart-service
 ulimit -n 65536 2>/dev/null || true

@@ -25,7 +25,7 @@ OUT=${OUT:-target/bench/unrelated.jsonl}
 BIN=${BIN:-target/release}
 DB=cart_bench_unrelated
 CARTS=${CARTS:-$((WATCHERS / 10))}
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" target/bench
 [ "$BIN" = target/release ] && cargo build --release --bin cart-service --bin cart-bench
 
 PIDS=()
