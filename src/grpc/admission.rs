@@ -17,10 +17,11 @@
 //! `min` and `max`.
 //!
 //! Fairness: while several tenants have calls in flight, a tenant below
-//! its fair share (`limit / active tenants`) that finds the replica at its
-//! limit takes a slot of a reserve (a quarter of the largest limit, `max`),
-//! however many calls the others hold; a tenant at or above its share only
-//! gets a slot while the replica is under `limit`. So a tenant bursting at
+//! its fair share (`limit / active tenants`, or `max / active tenants`
+//! while another tenant holds more: `Admission::under_share`) that finds
+//! the replica at its limit takes a slot of a reserve (a quarter of the
+//! largest limit, `max`), however many calls the others hold; a tenant at
+//! or above its share only gets a slot while the replica is under `limit`. So a tenant bursting at
 //! 10x cannot take the slots a quiet tenant needs: the quiet tenant's calls
 //! are admitted and take turns with the others (`fair_gate`). The reserve
 //! is counted apart from `limit` because the limit can fall below what the
@@ -143,15 +144,10 @@ impl Admission {
         self.adapt(&mut st, now);
         let reserved = if st.in_flight < st.limit {
             false
+        } else if st.reserved < self.reserve() && self.under_share(&st, tenant) {
+            true
         } else {
-            let mine = st.tenants.get(tenant).copied().unwrap_or(0);
-            let active = st.tenants.len() + usize::from(mine == 0);
-            let share = (st.limit / active).max(1);
-            if active > 1 && mine < share && st.reserved < self.reserve() {
-                true
-            } else {
-                return None;
-            }
+            return None;
         };
         st.in_flight += 1;
         st.reserved += usize::from(reserved);
@@ -165,13 +161,43 @@ impl Admission {
         })
     }
 
-    /// Slots a tenant under its share may take past the limit, in all.
-    fn reserve(&self) -> usize {
-        let ceiling = match self.bound {
+    /// The largest the limit can be.
+    fn ceiling(&self) -> usize {
+        match self.bound {
             Bound::Fixed(n) => n,
             Bound::Adaptive { max, .. } => max,
-        };
-        (ceiling / 4).max(2)
+        }
+    }
+
+    /// Slots a tenant under its share may take past the limit, in all.
+    fn reserve(&self) -> usize {
+        (self.ceiling() / 4).max(2)
+    }
+
+    /// Whether `tenant`, finding the replica at its limit while others have
+    /// calls in flight, is under its share: below `limit / active`, or
+    /// below `ceiling / active` while another tenant holds more. The second
+    /// keeps a quiet tenant's share when the limit collapses toward `min`
+    /// (a burst's queue raised latency: 64 / 2 tenants, then 4 / 2, under
+    /// what a quiet tenant at a steady rate holds), and never lets the
+    /// tenant holding the most take the reserve.
+    fn under_share(&self, st: &State, tenant: &str) -> bool {
+        let mine = st.tenants.get(tenant).copied().unwrap_or(0);
+        let active = st.tenants.len() + usize::from(mine == 0);
+        if active < 2 {
+            return false;
+        }
+        if mine < (st.limit / active).max(1) {
+            return true;
+        }
+        let most_of_others = st
+            .tenants
+            .iter()
+            .filter(|(t, _)| t.as_str() != tenant)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        mine < self.ceiling() / active && mine < most_of_others
     }
 
     fn release(&self, tenant: &str, admitted: Instant, reserved: bool) {

@@ -39,15 +39,41 @@ fn a_quiet_tenant_is_admitted_while_the_limit_falls_below_what_a_noisy_one_holds
     // Latency rose: the limit falls far below the 64 calls held.
     a.lock().limit = 10;
     assert!(a.try_admit("noisy").is_none());
-    // The quiet tenant still gets its share (10 / 2) from the reserve
-    // (64 / 4), and no more.
+    // The quiet tenant holds less than the noisy one: it is admitted from
+    // the reserve (64 / 4) up to its share of the ceiling (64 / 2).
     let quiet: Vec<_> = (0..8).filter_map(|_| a.try_admit("quiet")).collect();
-    assert_eq!(quiet.len(), 5);
+    assert_eq!(quiet.len(), 8);
     // Many quiet tenants together never take more than the reserve.
     let others: Vec<_> = (0..40)
         .filter_map(|n| a.try_admit(&format!("t{n}")))
         .collect();
     assert_eq!(quiet.len() + others.len(), 16);
+}
+
+#[test]
+fn a_quiet_tenant_keeps_its_share_when_the_limit_collapses_to_its_min() {
+    let a = Admission::with_bound(Bound::Adaptive {
+        min: 4,
+        max: 64,
+        target: Duration::from_millis(50),
+    });
+    let _noisy: Vec<_> = (0..20).map(|_| a.try_admit("noisy").unwrap()).collect();
+    a.lock().limit = 4;
+    // 4 / 2 tenants would be a share of 2: a quiet tenant holding 3 calls
+    // (200 calls/s at 15 ms) would be refused its third.
+    let quiet: Vec<_> = (0..3).filter_map(|_| a.try_admit("quiet")).collect();
+    assert_eq!(quiet.len(), 3);
+    // The tenant holding the most never takes the reserve.
+    assert!(a.try_admit("noisy").is_none());
+}
+
+#[test]
+fn tenants_holding_alike_past_the_limit_do_not_take_the_reserve() {
+    let a = Admission::new(8);
+    let _a: Vec<_> = (0..4).map(|_| a.try_admit("a").unwrap()).collect();
+    let _b: Vec<_> = (0..4).map(|_| a.try_admit("b").unwrap()).collect();
+    assert!(a.try_admit("a").is_none());
+    assert!(a.try_admit("b").is_none());
 }
 
 /// A refused call never reaches the layers inside (no request id, span
