@@ -1,5 +1,8 @@
 //! Wires config, store and gRPC services into a server bound to its port.
 
+mod health;
+mod settings;
+
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -8,18 +11,20 @@ use tokio::{
     sync::{oneshot, watch},
 };
 use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use self::{
+    health::{refresh_health, report_health},
+    settings::{authenticator, callback_settings, in_flight_bound, keep, policy, running_slots},
+};
 use crate::{
-    auth::{Authenticator, layer::AuthLayer, reload::KeyFile},
+    auth::{layer::AuthLayer, reload::KeyFile},
     boutique::BoutiqueCart,
-    callbacks::{BreakerSettings, CallbackSettings, CallbackWorker, Caps},
+    callbacks::CallbackWorker,
     config::Config,
-    domain::Policy,
     grpc::{
-        admission::{Admission, AdmissionLayer, Bound},
+        admission::{Admission, AdmissionLayer},
         deadline::DeadlineLayer,
         fair_gate::{FairGate, FairGateLayer},
         routes::CartRoutes,
@@ -28,17 +33,15 @@ use crate::{
     hipstershop::cart_service_server::CartServiceServer as BoutiqueServer,
     metrics::http::PoolProbe,
     metrics::{Metrics, rpc::RpcLayer},
-    ports::{CartRepository, Store},
+    ports::Store,
     proto,
     store::{
         memory::MemoryStore,
         postgres::{PgOptions, PgStore},
     },
-    usecase::{Carts, Housekeeping, Keep},
+    usecase::{Carts, Housekeeping},
 };
 
-/// How often the health service asks the store whether it can serve.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest request accepted (4 MiB), so an oversized message is refused early.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -59,24 +62,6 @@ pub struct Application {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Set on shutdown: watch streams end so that the server can stop.
     closing: watch::Sender<bool>,
-}
-
-fn delta(d: Duration) -> anyhow::Result<chrono::TimeDelta> {
-    chrono::TimeDelta::from_std(d).context("duration out of range")
-}
-
-fn policy(config: &Config) -> anyhow::Result<Policy> {
-    Ok(Policy {
-        ttl: delta(config.ttl)?,
-        checkout_timeout: delta(config.checkout_timeout)?,
-    })
-}
-
-fn keep(config: &Config) -> anyhow::Result<Keep> {
-    Ok(Keep {
-        events: delta(config.event_retention).context("CART_EVENT_RETENTION")?,
-        carts: delta(config.retention).context("CART_RETENTION")?,
-    })
 }
 
 /// The store the configuration names, and how to read its pool's use.
@@ -311,122 +296,12 @@ impl Application {
     }
 }
 
-/// How many calls a replica works on at once: `CART_MAX_IN_FLIGHT`, or
-/// adapted to the latency measured (`grpc::admission`), between 4 and 4 x
-/// the Postgres pool (the fixed bound of run 1 in BENCHMARKS.md, far past
-/// the knee on this machine, where a tenant's writes ran ~300/s at any
-/// in-flight count from 8 to 64: more only queued, holding connections that
-/// other tenants' calls then waited for).
-fn in_flight_bound(config: &Config) -> Bound {
-    if config.max_in_flight > 0 {
-        return Bound::Fixed(config.max_in_flight);
-    }
-    let target = config.admission_target_latency;
-    let max = match config.database_url {
-        Some(_) => 4 * config.db_pool_size,
-        None => 64 * std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    Bound::Adaptive {
-        min: 4,
-        max,
-        target,
-    }
-}
-
-/// How many admitted calls run at once (the others take turns,
-/// `grpc::fair_gate`): one per pooled Postgres connection, since a call
-/// past the pool would only wait for one. Fewer would favour reads and a
-/// quiet tenant's latency but cost writes their group commits (A/Bs on
-/// this 2-core machine against no turns at all, 64 clients: add-items
-/// 0.81–0.83x with 8 running, 0.96–1.02x with 16; BENCHMARKS.md), so a
-/// tenant gets fewer only while others are active (`grpc::fair_gate`). On
-/// the memory store, as many as are admitted.
-fn running_slots(config: &Config) -> usize {
-    match (config.database_url.as_ref(), in_flight_bound(config)) {
-        (Some(_), _) => config.db_pool_size,
-        (None, Bound::Fixed(n) | Bound::Adaptive { max: n, .. }) => n,
-    }
-}
-
-/// The keys of `CART_API_KEYS` and of `CART_API_KEYS_FILE` (a bad file at
-/// start-up is fatal; later, a bad file keeps the previous keys).
-fn authenticator(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<Authenticator>> {
-    let fixed = config.api_keys.clone().unwrap_or_default().0;
-    let file = match &config.api_keys_file {
-        Some(path) => Some(crate::auth::reload::load(path).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let auth = Authenticator::new(fixed, file, metrics.clone()).map_err(anyhow::Error::msg)?;
-    if auth.is_open() {
-        tracing::warn!(
-            "CART_API_KEYS and CART_API_KEYS_FILE are not set: serving without authentication as tenant \"default\""
-        );
-    }
-    Ok(Arc::new(auth))
-}
-
-fn callback_settings(config: &Config) -> CallbackSettings {
-    let secrets: std::collections::HashMap<String, String> = config
-        .callback_secrets
-        .iter()
-        .flat_map(|p| p.0.iter().cloned())
-        .collect();
-    if secrets.is_empty() {
-        tracing::warn!("CART_CALLBACK_SECRETS is not set: callbacks are sent unsigned");
-    }
-    CallbackSettings {
-        secrets,
-        timeout: config.callback_timeout,
-        backoff: config.callback_backoff.0.clone(),
-        caps: Caps {
-            total: config.callback_concurrency as usize,
-            per_endpoint: config.callback_endpoint_concurrency,
-            per_tenant: config.callback_tenant_concurrency,
-        },
-        breaker: BreakerSettings::default(),
-    }
-}
-
 /// Reflection over everything served on the port, error details included
 /// (the hipstershop service is in the same descriptor set as cart.v1).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-}
-
-/// Keeps `grpc.health.v1` in step with the store: NOT_SERVING while it is unreachable.
-async fn report_health(store: Arc<dyn Store>, reporter: HealthReporter, mut last: ServingStatus) {
-    loop {
-        tokio::time::sleep(HEALTH_INTERVAL).await;
-        last = refresh_health(&*store, &reporter, Some(last)).await;
-    }
-}
-
-/// Asks the store once, publishes the status when it changed and answers it.
-async fn refresh_health(
-    store: &dyn CartRepository,
-    reporter: &HealthReporter,
-    last: Option<ServingStatus>,
-) -> ServingStatus {
-    let status = match store.check_health().await {
-        Ok(()) => ServingStatus::Serving,
-        Err(e) => {
-            if last != Some(ServingStatus::NotServing) {
-                tracing::warn!(error = %e, "store unreachable: health is NOT_SERVING");
-            }
-            ServingStatus::NotServing
-        }
-    };
-    if last != Some(status) {
-        for service in ["", "cart.v1.CartService", "hipstershop.CartService"] {
-            reporter.set_service_status(service, status).await;
-        }
-        if last.is_some() && status == ServingStatus::Serving {
-            tracing::info!("store reachable again: health is SERVING");
-        }
-    }
-    status
 }
 
 /// Completes on SIGINT or SIGTERM.
