@@ -1,6 +1,7 @@
 //! Wires config, store and gRPC services into a server bound to its port.
 
 mod health;
+mod request_id;
 mod settings;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
@@ -12,10 +13,11 @@ use tokio::{
 };
 use tonic::transport::{Server, server::TcpIncoming};
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use self::{
     health::{refresh_health, report_health},
+    request_id::MakeRequestUuid,
     settings::{authenticator, callback_settings, in_flight_bound, keep, policy, running_slots},
 };
 use crate::{
