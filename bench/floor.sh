@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The service against the floor of its stack (issue 14), back to back in one
-# run: src/bin/cart-floor.rs serves GetCart and AddItems with the service's
+# run: src/bin/cart-floor/ serves GetCart and AddItems with the service's
 # own statements and nothing around them, and GetCart of `echo` without the
 # database (gRPC alone). Both run on the same fresh database, seeded through
 # the service; for each concurrency, each scenario runs on the floor then on

@@ -18,7 +18,7 @@ mod rows;
 mod sql;
 
 /// The statements the service runs and its session settings, for the
-/// floor server (`src/bin/cart-floor.rs`), which must run the very same SQL
+/// floor server (`src/bin/cart-floor/`), which must run the very same SQL
 /// the same way.
 pub mod statements {
     pub use super::SESSION_SETTINGS;

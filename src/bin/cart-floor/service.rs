@@ -1,154 +1,24 @@
-//! The floor of our stack (issue 14): `cart.v1` GetCart and AddItems over
-//! the service's schema and the service's own statements (`GET_CART`,
-//! `WRITE_CART_ONE_LINE_PLAIN`), with the least work around them: no auth, metrics,
-//! logging, idempotency, validation or use-case layer; rows become the
-//! domain cart and go out through the service's own conversion. Like the
-//! service it remembers the carts it read or wrote (without bound: the
-//! bench's carts are few): GetCart of a remembered cart checks its version
-//! (`STAMP_CART`) and reads it whole only when it changed, and AddItems of
-//! a remembered cart is its write alone. Same session settings as the
-//! service's pool. GetCart of the id `echo` answers a fixed 3-line
-//! cart without the database: the cost of gRPC alone. Same server and pool
-//! settings as the service. `bench/floor.sh` drives it and the service
-//! back to back. Every other RPC is UNIMPLEMENTED.
-//!
-//!   DATABASE_URL=postgres://... cart-floor --listen 127.0.0.1:50061
+//! `cart.v1` on the floor: GetCart (and the echo), AddItems, and the
+//! ListCarts paging cart-bench's `--no-seed` needs; every other RPC is
+//! UNIMPLEMENTED.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::SocketAddr,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{pin::Pin, sync::Arc};
 
 use cart_service::{
-    domain::{Cart, CartStatus, LineItem},
+    domain::LineItem,
     grpc::convert::cart_into_proto,
-    proto::{self, cart_service_server::CartService, cart_service_server::CartServiceServer},
+    proto::{self, cart_service_server::CartService},
     store::postgres::statements::{
-        GET_CART, SESSION_SETTINGS, STAMP_CART, WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN,
-        prepare_shorter,
+        WRITE_CART_ONE_LINE, WRITE_CART_ONE_LINE_PLAIN, prepare_shorter,
     },
 };
 use chrono::Utc;
-use clap::Parser;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
-use tokio_postgres::{NoTls, Row, types::Json};
-use tonic::{Request, Response, Status, transport::Server};
+use tokio_postgres::types::Json;
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-#[derive(Parser)]
-struct Args {
-    #[arg(long, default_value = "127.0.0.1:50061")]
-    listen: SocketAddr,
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// As the service's CART_DB_POOL_SIZE default.
-    #[arg(long, default_value_t = 16)]
-    pool_size: usize,
-}
-
-/// As the service's largest request.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Every cart is the bench's tenant's.
-const TENANT: &str = "default";
-
-struct Floor {
-    pool: Pool,
-    echo: proto::Cart,
-    /// The carts last read or written, by id.
-    known: Mutex<HashMap<Uuid, Cart>>,
-}
-
-fn internal(e: impl std::fmt::Debug) -> Status {
-    Status::internal(format!("{e:?}"))
-}
-
-/// A cart as it stands from GET_CART's rows (kinds 0, 1, 2 of its
-/// layout); `known`: the cart as remembered, when GET_CART was told its
-/// version.
-fn cart_of(rows: &[Row], known: Option<Cart>) -> Result<Option<Cart>, Status> {
-    let (mut cart, mut lines) = (None, Vec::new());
-    let mut stamp = None;
-    for row in rows {
-        match row.get::<_, i32>(0) {
-            0 => {
-                stamp = Some((
-                    row.get::<_, i64>(3),
-                    row.get::<_, String>(8),
-                    row.get(9),
-                    row.get(10),
-                ))
-            }
-            1 => cart = Some(row.get::<_, Json<Cart>>(11).0),
-            _ => {
-                let attributes: Option<Json<BTreeMap<String, String>>> = row.get(11);
-                lines.push((
-                    row.get::<_, i64>(4),
-                    LineItem {
-                        sku: row.get(5),
-                        name: row.get(6),
-                        quantity: row.get(12),
-                        unit_price: row.get(13),
-                        list_price: row.get(14),
-                        attributes: attributes.map(|a| a.0).unwrap_or_default(),
-                        memo: Default::default(),
-                    },
-                ))
-            }
-        }
-    }
-    let Some((version, status, updated_at, expires_at)) = stamp else {
-        return Ok(None);
-    };
-    let mut cart = match (cart, known) {
-        (Some(mut cart), _) => {
-            lines.sort_by_key(|(position, _)| *position);
-            cart.items = lines.into_iter().map(|(_, l)| Arc::new(l)).collect();
-            cart
-        }
-        (None, Some(known)) if known.version == version => known,
-        _ => return Err(internal("a cart without its head")),
-    };
-    cart.version = version;
-    cart.status = CartStatus::parse(&status).ok_or_else(|| internal("status"))?;
-    cart.updated_at = updated_at;
-    cart.expires_at = expires_at;
-    Ok(Some(cart))
-}
-
-impl Floor {
-    async fn read(&self, id: Uuid) -> Result<(deadpool_postgres::Object, Cart), Status> {
-        let c = self.pool.get().await.map_err(internal)?;
-        let known = self.known.lock().unwrap().get(&id).cloned();
-        if let Some(known) = &known {
-            let stmt = c.prepare_cached(STAMP_CART).await.map_err(internal)?;
-            let rows = c.query(&stmt, &[&TENANT, &id]).await.map_err(internal)?;
-            match rows.first() {
-                Some(row) if row.get::<_, i64>(3) == known.version => {
-                    return Ok((c, known.clone()));
-                }
-                Some(_) => {}
-                None => return Err(Status::not_found("cart")),
-            }
-        }
-        let stmt = c.prepare_cached(GET_CART).await.map_err(internal)?;
-        let rows = c
-            .query(&stmt, &[&TENANT, &id, &known.as_ref().map(|k| k.version)])
-            .await
-            .map_err(internal)?;
-        let cart = cart_of(&rows, known)?.ok_or_else(|| Status::not_found("cart"))?;
-        self.remember(&cart);
-        Ok((c, cart))
-    }
-
-    fn remember(&self, cart: &Cart) {
-        self.known.lock().unwrap().insert(cart.id, cart.clone());
-    }
-}
+use crate::floor::{Floor, TENANT, internal};
 
 type Stream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::CartEvent, Status>> + Send>>;
 
@@ -382,60 +252,4 @@ impl CartService for Floor {
 
     type WatchCartStream = Stream;
     type WatchCartsStream = Stream;
-}
-
-/// The echo's answer: a 3-line cart, as the bench's seeded carts are.
-fn echo_cart() -> proto::Cart {
-    let mut cart = proto::Cart {
-        id: Uuid::nil().to_string(),
-        currency: "USD".into(),
-        channel: "default".into(),
-        version: 4,
-        ..Default::default()
-    };
-    for n in 0..3 {
-        cart.items.push(proto::LineItem {
-            sku: format!("SKU-{n:04}"),
-            name: "Bench item".into(),
-            quantity: 1,
-            unit_price: "4.99".into(),
-            list_price: "4.99".into(),
-            line_total: "4.99".into(),
-            ..Default::default()
-        });
-    }
-    cart
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut cfg: tokio_postgres::Config = args.database_url.parse()?;
-    cfg.options(SESSION_SETTINGS);
-    let manager = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(args.pool_size)
-        .runtime(Runtime::Tokio1)
-        .build()?;
-    let floor = Floor {
-        pool,
-        echo: echo_cart(),
-        known: Mutex::new(HashMap::new()),
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    println!("cart-floor listening on {}", listener.local_addr()?);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(CartServiceServer::new(floor).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
 }
