@@ -1,7 +1,7 @@
 //! Unit tests of the cart aggregate (kept beside it, in their own file).
 
 use super::*;
-use crate::domain::money::Amount;
+use crate::domain::{error::Reason, limits::MAX_QUANTITY, money::Amount};
 
 pub fn item(sku: &str, qty: i32, price: &str) -> ItemInput {
     ItemInput {

@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod caller;
 pub mod cart;
+mod cart_lines;
 pub mod command;
 pub mod country;
 pub mod error;
