@@ -12,7 +12,8 @@
 # Environment: PGHOST/PGPORT/PGUSER, WATCHERS (10000), CARTS (WATCHERS / 10),
 # DURATION (20), CONCURRENCY (64), PORT_A (30197), PORT_B (30198), OUT
 # (target/bench/fanout.jsonl), NO_BUILD (set: skip the cargo build), BIN (the
-# folder of the binaries: target/release; an older build for an A/B).
+# folder of the binaries: target/release; an older build for an A/B), B_ENV
+# (extra environment of replica B, e.g. TOKIO_WORKER_THREADS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
@@ -37,7 +38,10 @@ B=http://127.0.0.1:$PORT_B
 dropdb --if-exists "$DB" 2>/dev/null
 createdb "$DB"
 for port in "$PORT_A" "$PORT_B"; do
-    DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$port" CART_METRICS_ADDR=127.0.0.1:0 \
+    extra=
+    [ "$port" = "$PORT_B" ] && extra=${B_ENV:-}
+    # shellcheck disable=SC2086
+    env $extra DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" CART_LISTEN_ADDR="127.0.0.1:$port" CART_METRICS_ADDR=127.0.0.1:0 \
         CART_MAX_WATCHERS_PER_TENANT="$WATCHERS" RUST_LOG=warn "$BIN/cart-service" >>target/bench/fanout-server.log 2>&1 &
     PIDS+=($!)
     "$BIN/cart-bench" --scenario ready --addr "http://127.0.0.1:$port" >/dev/null
