@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B of two server builds (or two server settings) in the same run,
-# alternating A B A B so drift in machine load hits both alike.
+# alternating A B, B A so drift in machine load hits both alike.
 #
 #   bench/ab.sh <binary-A> <binary-B> [scenario...]
 #   A_ENV="CART_DB_POOL_SIZE=16" B_ENV="CART_DB_POOL_SIZE=32" bench/ab.sh target/release/cart-service target/release/cart-service
@@ -59,8 +59,15 @@ for side in A B; do
     # Statistics as autovacuum would soon have them, alike for both sides.
     psql -q -d "$db" -c "VACUUM ANALYZE"
 done
+# The order flips every round (A B, B A, ...): a host that drifts one way
+# would otherwise favour the side that always runs second.
 for r in $(seq 1 "$ROUNDS"); do
     echo "-- round $r"
-    run_side A "$A" "$A_ENV"
-    run_side B "$B" "$B_ENV"
+    if [ $((r % 2)) -eq 1 ]; then
+        run_side A "$A" "$A_ENV"
+        run_side B "$B" "$B_ENV"
+    else
+        run_side B "$B" "$B_ENV"
+        run_side A "$A" "$A_ENV"
+    fi
 done
