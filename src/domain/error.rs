@@ -1,7 +1,7 @@
 //! Everything that can go wrong with a cart call. `grpc::status` is the one
 //! place that turns these into wire codes.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use super::caller::Scope;
 
@@ -131,8 +131,9 @@ pub enum CartError {
     Unauthenticated,
     #[error("the API key lacks the scope {0:?} this call needs")]
     MissingScope(Scope),
+    /// `retry_after`: the delay the replica suggests before a retry.
     #[error("the service is over capacity; retry with backoff")]
-    Overloaded,
+    Overloaded { retry_after: Duration },
     #[error("this tenant already has {limit} watch streams open on this replica")]
     TooManyWatchers { limit: usize },
     #[error("the deadline passed before the call could be worked on")]
@@ -258,7 +259,7 @@ impl CartError {
             CartError::CustomerMismatch(_) => Reason::CustomerMismatch,
             CartError::Unauthenticated => Reason::Unauthenticated,
             CartError::MissingScope(_) => Reason::MissingScope,
-            CartError::Overloaded => Reason::Overloaded,
+            CartError::Overloaded { .. } => Reason::Overloaded,
             CartError::TooManyWatchers { .. } => Reason::TooManyWatchers,
             CartError::DeadlineExceeded => Reason::DeadlineExceeded,
             CartError::CartTooLarge { .. } => Reason::CartTooLarge,

@@ -37,7 +37,10 @@
 //! a refused call makes no request id, opens no span, writes no log line
 //! and is not timed; it is counted in `cart_shed_calls_total{tenant,reason}`
 //! and answered with headers encoded once at start-up (the caller's own
-//! `x-request-id`, when it sent one, is echoed).
+//! `x-request-id`, when it sent one, is echoed). Its RetryInfo suggests
+//! 100 ms, doubling (up to 1.6 s) while refusals outnumber a quarter of
+//! the calls admitted, so clients that honour it stop spending on
+//! refusals the CPU admitted calls need (`next_retry_level`).
 
 use std::{
     collections::HashMap,
@@ -53,10 +56,24 @@ use super::{
     deadline::tenant_of,
     status::to_status,
 };
-use crate::{domain::CartError, metrics::Metrics};
+use crate::{
+    domain::{CartError, Reason},
+    metrics::Metrics,
+};
 
-/// How often an adaptive limit is reconsidered.
+/// How often an adaptive limit and the retry delay are reconsidered.
 const WINDOW: Duration = Duration::from_millis(100);
+
+/// The delays a refusal suggests (RetryInfo), by level: the first while
+/// refusals are few, each next one while refusals outnumber a quarter of
+/// the calls admitted (see `next_retry_level`).
+const RETRY_AFTER: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+];
 
 /// How the limit is set.
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +106,11 @@ struct State {
     busy: Duration,
     /// The most calls in flight at once in the window.
     peak: usize,
+    /// Calls admitted and refused in the window.
+    admitted: u32,
+    refused: u32,
+    /// Index into `RETRY_AFTER` of the delay refusals suggest now.
+    retry_level: usize,
 }
 
 impl Admission {
@@ -124,6 +146,9 @@ impl Admission {
                 done: 0,
                 busy: Duration::ZERO,
                 peak: 0,
+                admitted: 0,
+                refused: 0,
+                retry_level: 0,
             }),
         })
     }
@@ -137,8 +162,8 @@ impl Admission {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot for one call of `tenant`, or None when it is to be shed.
-    pub fn try_admit(self: &Arc<Self>, tenant: &str) -> Option<Permit> {
+    /// A slot for one call of `tenant`, or its refusal.
+    pub fn try_admit(self: &Arc<Self>, tenant: &str) -> Result<Permit, Refused> {
         let now = Instant::now();
         let mut st = self.lock();
         self.adapt(&mut st, now);
@@ -147,13 +172,15 @@ impl Admission {
         } else if st.reserved < self.reserve() && self.under_share(&st, tenant) {
             true
         } else {
-            return None;
+            st.refused += 1;
+            return Err(Refused(st.retry_level));
         };
+        st.admitted += 1;
         st.in_flight += 1;
         st.reserved += usize::from(reserved);
         st.peak = st.peak.max(st.in_flight);
         *st.tenants.entry(tenant.to_string()).or_insert(0) += 1;
-        Some(Permit {
+        Ok(Permit {
             admission: self.clone(),
             tenant: tenant.to_string(),
             admitted: now,
@@ -216,23 +243,26 @@ impl Admission {
         self.adapt(&mut st, now);
     }
 
-    /// Ends the window when it is due and sets the limit from it.
+    /// Ends the window when it is due and sets the retry delay and the
+    /// (adaptive) limit from it.
     fn adapt(&self, st: &mut State, now: Instant) {
-        let Bound::Adaptive { min, max, target } = self.bound else {
-            return;
-        };
         let elapsed = now.saturating_duration_since(st.window_start);
         if elapsed < WINDOW {
             return;
         }
-        let window = Window {
-            done: st.done,
-            busy: st.busy,
-            peak: st.peak.max(st.in_flight),
-            in_flight: st.in_flight,
-            elapsed,
-        };
-        st.limit = next_limit(st.limit, &window, target).clamp(min, max);
+        st.retry_level = next_retry_level(st.retry_level, st.admitted, st.refused);
+        if let Bound::Adaptive { min, max, target } = self.bound {
+            let window = Window {
+                done: st.done,
+                busy: st.busy,
+                peak: st.peak.max(st.in_flight),
+                in_flight: st.in_flight,
+                elapsed,
+            };
+            st.limit = next_limit(st.limit, &window, target).clamp(min, max);
+        }
+        st.admitted = 0;
+        st.refused = 0;
         st.window_start = now;
         st.done = 0;
         st.busy = Duration::ZERO;
@@ -276,6 +306,34 @@ fn next_limit(limit: usize, w: &Window, target: Duration) -> usize {
     }
 }
 
+/// The retry delay after a window that admitted `admitted` calls and
+/// refused `refused`: one level longer while refusals outnumber a quarter
+/// of the admissions, one shorter once they are a sixteenth or fewer. A
+/// refusal costs the replica about a sixth of a write (HTTP/2 and two
+/// system calls: ~37 us against ~200; BENCHMARKS.md, overload run 2) and
+/// its client as much again, so under a sustained burst clients that
+/// honour RetryInfo stop spending on refusals the CPU that admitted calls
+/// need; a burst's end brings the delay back down within a few windows.
+fn next_retry_level(level: usize, admitted: u32, refused: u32) -> usize {
+    if refused > admitted / 4 {
+        (level + 1).min(RETRY_AFTER.len() - 1)
+    } else if refused <= admitted / 16 {
+        level.saturating_sub(1)
+    } else {
+        level
+    }
+}
+
+/// A refused call: the delay to suggest before it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(usize);
+
+impl Refused {
+    pub fn retry_after(self) -> Duration {
+        RETRY_AFTER[self.0]
+    }
+}
+
 /// One admitted call; frees its slot when dropped (answered or abandoned).
 pub struct Permit {
     admission: Arc<Admission>,
@@ -303,19 +361,26 @@ pub(super) fn is_bounded(path: &str) -> bool {
 pub struct Admit {
     admission: Arc<Admission>,
     metrics: Metrics,
-    /// The trailers-only answer of a refused call, encoded once.
-    refusal: Arc<HeaderMap>,
+    /// The trailers-only answers of a refused call, encoded once per retry
+    /// delay (`RETRY_AFTER`).
+    refusals: Arc<[HeaderMap]>,
 }
 
 pub type AdmissionLayer = AroundLayer<Admit>;
 
 impl AdmissionLayer {
     pub fn new(admission: Arc<Admission>, metrics: Metrics) -> AdmissionLayer {
-        let refusal = to_status(CartError::Overloaded).into_http::<()>();
+        let refusals = RETRY_AFTER
+            .iter()
+            .map(|&retry_after| {
+                let status = to_status(CartError::Overloaded { retry_after });
+                status.into_http::<()>().headers().clone()
+            })
+            .collect();
         AroundLayer(Admit {
             admission,
             metrics,
-            refusal: Arc::new(refusal.headers().clone()),
+            refusals,
         })
     }
 }
@@ -325,11 +390,15 @@ const REQUEST_ID: &str = "x-request-id";
 
 impl Admit {
     /// The answer to a refused call: no span, no log line, no request id made.
-    fn refuse<B, R: Default>(&self, req: &Request<B>, tenant: &str) -> Response<R> {
-        self.metrics
-            .shed(tenant, CartError::Overloaded.reason().as_str());
+    fn refuse<B, R: Default>(
+        &self,
+        req: &Request<B>,
+        tenant: &str,
+        refused: Refused,
+    ) -> Response<R> {
+        self.metrics.shed(tenant, Reason::Overloaded.as_str());
         let mut res = Response::new(R::default());
-        *res.headers_mut() = HeaderMap::clone(&self.refusal);
+        *res.headers_mut() = HeaderMap::clone(&self.refusals[refused.0]);
         if let Some(id) = req.headers().get(REQUEST_ID) {
             res.headers_mut().insert(REQUEST_ID, HeaderValue::clone(id));
         }
@@ -352,9 +421,12 @@ impl Around for Admit {
             return Box::pin(call(req));
         }
         let tenant = tenant_of(&req);
-        let Some(permit) = self.admission.try_admit(&tenant) else {
-            let res = self.refuse(&req, &tenant);
-            return Box::pin(async { Ok(res) });
+        let permit = match self.admission.try_admit(&tenant) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                let res = self.refuse(&req, &tenant, refused);
+                return Box::pin(async { Ok(res) });
+            }
         };
         let call = call(req);
         Box::pin(async move {

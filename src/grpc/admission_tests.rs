@@ -6,9 +6,9 @@ use super::*;
 fn one_tenant_gets_the_capacity_and_no_more() {
     let a = Admission::new(8);
     let held: Vec<_> = (0..8).map(|_| a.try_admit("a").unwrap()).collect();
-    assert!(a.try_admit("a").is_none());
+    assert!(a.try_admit("a").is_err());
     drop(held);
-    assert!(a.try_admit("a").is_some());
+    assert!(a.try_admit("a").is_ok());
 }
 
 #[test]
@@ -17,15 +17,15 @@ fn a_quiet_tenant_is_admitted_while_a_noisy_one_holds_everything() {
     let _noisy: Vec<_> = (0..8).map(|_| a.try_admit("noisy").unwrap()).collect();
     // The quiet tenant is under its share: it gets the reserve.
     let quiet: Vec<_> = (0..2).map(|_| a.try_admit("quiet").unwrap()).collect();
-    assert!(a.try_admit("noisy").is_none());
+    assert!(a.try_admit("noisy").is_err());
     assert_eq!(quiet.len(), 2);
     // The reserve is bounded: the replica never holds more than capacity + reserve.
-    let more: Vec<_> = (0..10).filter_map(|_| a.try_admit("quiet")).collect();
+    let more: Vec<_> = (0..10).filter_map(|_| a.try_admit("quiet").ok()).collect();
     assert_eq!(8 + 2 + more.len(), 8 + 2);
     // A reserved slot freed goes back to the reserve, not to the noisy tenant.
     drop(quiet);
-    assert!(a.try_admit("noisy").is_none());
-    assert!(a.try_admit("quiet").is_some());
+    assert!(a.try_admit("noisy").is_err());
+    assert!(a.try_admit("quiet").is_ok());
 }
 
 #[test]
@@ -38,14 +38,14 @@ fn a_quiet_tenant_is_admitted_while_the_limit_falls_below_what_a_noisy_one_holds
     let _noisy: Vec<_> = (0..64).map(|_| a.try_admit("noisy").unwrap()).collect();
     // Latency rose: the limit falls far below the 64 calls held.
     a.lock().limit = 10;
-    assert!(a.try_admit("noisy").is_none());
+    assert!(a.try_admit("noisy").is_err());
     // The quiet tenant holds less than the noisy one: it is admitted from
     // the reserve (64 / 4) up to its share of the ceiling (64 / 2).
-    let quiet: Vec<_> = (0..8).filter_map(|_| a.try_admit("quiet")).collect();
+    let quiet: Vec<_> = (0..8).filter_map(|_| a.try_admit("quiet").ok()).collect();
     assert_eq!(quiet.len(), 8);
     // Many quiet tenants together never take more than the reserve.
     let others: Vec<_> = (0..40)
-        .filter_map(|n| a.try_admit(&format!("t{n}")))
+        .filter_map(|n| a.try_admit(&format!("t{n}")).ok())
         .collect();
     assert_eq!(quiet.len() + others.len(), 16);
 }
@@ -61,10 +61,10 @@ fn a_quiet_tenant_keeps_its_share_when_the_limit_collapses_to_its_min() {
     a.lock().limit = 4;
     // 4 / 2 tenants would be a share of 2: a quiet tenant holding 3 calls
     // (200 calls/s at 15 ms) would be refused its third.
-    let quiet: Vec<_> = (0..3).filter_map(|_| a.try_admit("quiet")).collect();
+    let quiet: Vec<_> = (0..3).filter_map(|_| a.try_admit("quiet").ok()).collect();
     assert_eq!(quiet.len(), 3);
     // The tenant holding the most never takes the reserve.
-    assert!(a.try_admit("noisy").is_none());
+    assert!(a.try_admit("noisy").is_err());
 }
 
 #[test]
@@ -72,8 +72,8 @@ fn tenants_holding_alike_past_the_limit_do_not_take_the_reserve() {
     let a = Admission::new(8);
     let _a: Vec<_> = (0..4).map(|_| a.try_admit("a").unwrap()).collect();
     let _b: Vec<_> = (0..4).map(|_| a.try_admit("b").unwrap()).collect();
-    assert!(a.try_admit("a").is_none());
-    assert!(a.try_admit("b").is_none());
+    assert!(a.try_admit("a").is_err());
+    assert!(a.try_admit("b").is_err());
 }
 
 /// A refused call never reaches the layers inside (no request id, span
@@ -126,6 +126,58 @@ async fn a_refusal_is_answered_here_and_counted() {
 }
 
 #[test]
+fn the_retry_delay_grows_while_refusals_outnumber_a_quarter_of_admissions() {
+    // (level, admitted, refused) -> next level
+    assert_eq!(next_retry_level(0, 100, 30), 1);
+    assert_eq!(next_retry_level(3, 100, 30), 4);
+    assert_eq!(next_retry_level(4, 100, 300), 4, "at most the last delay");
+    // Between a sixteenth and a quarter: kept.
+    assert_eq!(next_retry_level(2, 100, 10), 2);
+    // A sixteenth or fewer: shorter, down to the first delay.
+    assert_eq!(next_retry_level(2, 100, 6), 1);
+    assert_eq!(next_retry_level(0, 0, 0), 0);
+    // Nothing admitted while calls are refused (a stalled store): longer.
+    assert_eq!(next_retry_level(1, 0, 5), 2);
+    assert_eq!(RETRY_AFTER[0], Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn a_refusal_suggests_the_delay_of_the_current_level() {
+    use tonic_types::StatusExt as _;
+    use tower::{Layer as _, ServiceExt as _, service_fn};
+
+    let admission = Admission::new(1);
+    let _held = admission.try_admit("").unwrap();
+    {
+        let mut st = admission.lock();
+        st.retry_level = 3;
+        // The window does not end during the test, whatever its speed.
+        st.window_start = Instant::now() + Duration::from_secs(3600);
+    }
+    let Err(refused) = admission.try_admit("") else {
+        panic!("admitted past the limit")
+    };
+    assert_eq!(refused.retry_after(), Duration::from_millis(800));
+    let inner = service_fn(|_req: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(()))
+    });
+    let req = Request::builder()
+        .uri("/cart.v1.CartService/GetCart")
+        .body(())
+        .unwrap();
+    let res = AdmissionLayer::new(admission, Metrics::new())
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = tonic::Status::from_header_map(res.headers()).unwrap();
+    assert_eq!(
+        status.get_details_retry_info().unwrap().retry_delay,
+        Some(Duration::from_millis(800))
+    );
+}
+
+#[test]
 fn the_limit_follows_latency() {
     let ms = Duration::from_millis;
     let target = ms(25);
@@ -157,7 +209,7 @@ fn an_adaptive_limit_starts_at_its_max_and_stays_within_bounds() {
     });
     assert_eq!(a.limit(), 64);
     let held: Vec<_> = (0..64).map(|_| a.try_admit("a").unwrap()).collect();
-    assert!(a.try_admit("a").is_none());
+    assert!(a.try_admit("a").is_err());
     // A window with every call stuck halves the limit, never below min.
     for _ in 0..4 {
         let mut st = a.lock();
@@ -166,7 +218,7 @@ fn an_adaptive_limit_starts_at_its_max_and_stays_within_bounds() {
     }
     assert_eq!(a.limit(), 16);
     drop(held);
-    assert!(a.try_admit("a").is_some());
+    assert!(a.try_admit("a").is_ok());
 }
 
 #[test]

@@ -70,8 +70,8 @@ pub fn to_status(err: CartError) -> Status {
             meta.insert("scope".into(), scope.as_str().into());
             Code::PermissionDenied
         }
-        CartError::Overloaded => {
-            details.set_retry_info(Some(std::time::Duration::from_millis(100)));
+        CartError::Overloaded { retry_after } => {
+            details.set_retry_info(Some(*retry_after));
             Code::ResourceExhausted
         }
         CartError::TooManyWatchers { limit } => {
