@@ -26,7 +26,8 @@ use crate::{
     callbacks::CallbackWorker,
     config::Config,
     grpc::{
-        admission::{Admission, AdmissionLayer},
+        admission::Admission,
+        admission_layer::AdmissionLayer,
         deadline::DeadlineLayer,
         fair_gate::{FairGate, FairGateLayer},
         routes::CartRoutes,

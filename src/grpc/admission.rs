@@ -32,33 +32,12 @@
 //! Watch streams are long-lived and have their own cap
 //! (`CART_MAX_WATCHERS_PER_TENANT`); health and reflection are never shed.
 //!
-//! A refusal is made cheap, because under overload most calls are refused:
-//! the layer sits right after authentication (which finds the tenant), so
-//! a refused call makes no request id, opens no span, writes no log line
-//! and is not timed; it is counted in `cart_shed_calls_total{tenant,reason}`
-//! and answered with headers encoded once at start-up (the caller's own
-//! `x-request-id`, when it sent one, is echoed). Its RetryInfo suggests
-//! 100 ms, doubling (up to 1.6 s) while refusals outnumber a quarter of
-//! the calls admitted, so clients that honour it stop spending on
-//! refusals the CPU admitted calls need (`next_retry_level`).
+//! Refusals are answered by `super::admission_layer`.
 
 use std::{
     collections::HashMap,
-    future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
-};
-
-use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
-
-use super::{
-    around::{Around, AroundLayer, BoxFuture},
-    deadline::tenant_of,
-    status::to_status,
-};
-use crate::{
-    domain::{CartError, Reason},
-    metrics::Metrics,
 };
 
 /// How often an adaptive limit and the retry delay are reconsidered.
@@ -67,7 +46,7 @@ const WINDOW: Duration = Duration::from_millis(100);
 /// The delays a refusal suggests (RetryInfo), by level: the first while
 /// refusals are few, each next one while refusals outnumber a quarter of
 /// the calls admitted (see `next_retry_level`).
-const RETRY_AFTER: [Duration; 5] = [
+pub(super) const RETRY_AFTER: [Duration; 5] = [
     Duration::from_millis(100),
     Duration::from_millis(200),
     Duration::from_millis(400),
@@ -332,6 +311,11 @@ impl Refused {
     pub fn retry_after(self) -> Duration {
         RETRY_AFTER[self.0]
     }
+
+    /// Its index into `RETRY_AFTER`.
+    pub(super) fn level(self) -> usize {
+        self.0
+    }
 }
 
 /// One admitted call; frees its slot when dropped (answered or abandoned).
@@ -354,87 +338,6 @@ impl Drop for Permit {
 pub(super) fn is_bounded(path: &str) -> bool {
     let cart = path.starts_with("/cart.v1.CartService/") || path.starts_with("/hipstershop.");
     cart && !path.ends_with("/WatchCart") && !path.ends_with("/WatchCarts")
-}
-
-/// What admission does around a call (`AdmissionLayer`).
-#[derive(Clone)]
-pub struct Admit {
-    admission: Arc<Admission>,
-    metrics: Metrics,
-    /// The trailers-only answers of a refused call, encoded once per retry
-    /// delay (`RETRY_AFTER`).
-    refusals: Arc<[HeaderMap]>,
-}
-
-pub type AdmissionLayer = AroundLayer<Admit>;
-
-impl AdmissionLayer {
-    pub fn new(admission: Arc<Admission>, metrics: Metrics) -> AdmissionLayer {
-        let refusals = RETRY_AFTER
-            .iter()
-            .map(|&retry_after| {
-                let status = to_status(CartError::Overloaded { retry_after });
-                status.into_http::<()>().headers().clone()
-            })
-            .collect();
-        AroundLayer(Admit {
-            admission,
-            metrics,
-            refusals,
-        })
-    }
-}
-
-/// `x-request-id`, echoed on a refusal as on any other answer.
-const REQUEST_ID: &str = "x-request-id";
-
-impl Admit {
-    /// The answer to a refused call: no span, no log line, no request id made.
-    fn refuse<B, R: Default>(
-        &self,
-        req: &Request<B>,
-        tenant: &str,
-        refused: Refused,
-    ) -> Response<R> {
-        self.metrics.shed(tenant, Reason::Overloaded.as_str());
-        let mut res = Response::new(R::default());
-        *res.headers_mut() = HeaderMap::clone(&self.refusals[refused.0]);
-        if let Some(id) = req.headers().get(REQUEST_ID) {
-            res.headers_mut().insert(REQUEST_ID, HeaderValue::clone(id));
-        }
-        res
-    }
-}
-
-impl Around for Admit {
-    fn around<B, R, E, F>(
-        &self,
-        req: Request<B>,
-        call: impl FnOnce(Request<B>) -> F,
-    ) -> BoxFuture<Result<Response<R>, E>>
-    where
-        R: Default + Send + 'static,
-        E: Send + 'static,
-        F: Future<Output = Result<Response<R>, E>> + Send + 'static,
-    {
-        if !is_bounded(req.uri().path()) {
-            return Box::pin(call(req));
-        }
-        let tenant = tenant_of(&req);
-        let permit = match self.admission.try_admit(&tenant) {
-            Ok(permit) => permit,
-            Err(refused) => {
-                let res = self.refuse(&req, &tenant, refused);
-                return Box::pin(async { Ok(res) });
-            }
-        };
-        let call = call(req);
-        Box::pin(async move {
-            let r = call.await;
-            drop(permit);
-            r
-        })
-    }
 }
 
 #[cfg(test)]

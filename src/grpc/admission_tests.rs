@@ -1,6 +1,12 @@
 //! Unit tests of admission control (kept beside it, in their own file).
 
+use tonic::codegen::http::{Request, Response};
+
 use super::*;
+use crate::{grpc::admission_layer::AdmissionLayer, metrics::Metrics};
+
+/// The header a refusal echoes.
+const REQUEST_ID: &str = "x-request-id";
 
 #[test]
 fn one_tenant_gets_the_capacity_and_no_more() {

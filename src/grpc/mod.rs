@@ -2,6 +2,7 @@
 //! only), request conversion, error statuses and authentication.
 
 pub mod admission;
+pub mod admission_layer;
 mod answers;
 pub mod around;
 pub mod auth;
