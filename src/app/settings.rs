@@ -64,9 +64,9 @@ pub(super) fn in_flight_bound(config: &Config) -> Bound {
 /// tenant gets fewer only while others are active (`grpc::fair_gate`). On
 /// the memory store, as many as are admitted.
 pub(super) fn running_slots(config: &Config) -> usize {
-    match (config.database_url.as_ref(), in_flight_bound(config)) {
-        (Some(_), _) => config.db_pool_size,
-        (None, Bound::Fixed(n) | Bound::Adaptive { max: n, .. }) => n,
+    match config.database_url {
+        Some(_) => config.db_pool_size,
+        None => in_flight_bound(config).ceiling(),
     }
 }
 

@@ -21,13 +21,14 @@
 //! while another tenant holds more: `Admission::under_share`) that finds
 //! the replica at its limit takes a slot of a reserve (a quarter of the
 //! largest limit, `max`), however many calls the others hold; a tenant at
-//! or above its share only gets a slot while the replica is under `limit`. So a tenant bursting at
-//! 10x cannot take the slots a quiet tenant needs: the quiet tenant's calls
-//! are admitted and take turns with the others (`fair_gate`). The reserve
-//! is counted apart from `limit` because the limit can fall below what the
-//! bursting tenant already holds (its calls were admitted under the old
-//! limit): measured against `limit` alone, a quiet tenant was refused
-//! until those drained (24 of 2,000 calls in one fairness run).
+//! or above its share only gets a slot while the replica is under `limit`.
+//! So a tenant bursting at 10x cannot take the slots a quiet tenant needs:
+//! the quiet tenant's calls are admitted and take turns with the others
+//! (`fair_gate`). The reserve is counted apart from `limit` because the
+//! limit can fall below what the bursting tenant already holds (its calls
+//! were admitted under the old limit): measured against `limit` alone, a
+//! quiet tenant was refused until those drained (24 of 2,000 calls in one
+//! fairness run).
 //!
 //! Watch streams are long-lived and have their own cap
 //! (`CART_MAX_WATCHERS_PER_TENANT`); health and reflection are never shed.
@@ -65,6 +66,16 @@ pub enum Bound {
         max: usize,
         target: Duration,
     },
+}
+
+impl Bound {
+    /// The largest the limit can be (where an adaptive limit starts).
+    pub fn ceiling(&self) -> usize {
+        match *self {
+            Bound::Fixed(n) => n,
+            Bound::Adaptive { max, .. } => max,
+        }
+    }
 }
 
 pub struct Admission {
@@ -110,10 +121,7 @@ impl Admission {
                 }
             }
         };
-        let limit = match bound {
-            Bound::Fixed(n) => n,
-            Bound::Adaptive { max, .. } => max,
-        };
+        let limit = bound.ceiling();
         Arc::new(Admission {
             bound,
             state: Mutex::new(State {
@@ -167,17 +175,9 @@ impl Admission {
         })
     }
 
-    /// The largest the limit can be.
-    fn ceiling(&self) -> usize {
-        match self.bound {
-            Bound::Fixed(n) => n,
-            Bound::Adaptive { max, .. } => max,
-        }
-    }
-
     /// Slots a tenant under its share may take past the limit, in all.
     fn reserve(&self) -> usize {
-        (self.ceiling() / 4).max(2)
+        (self.bound.ceiling() / 4).max(2)
     }
 
     /// Whether `tenant`, finding the replica at its limit while others have
@@ -203,7 +203,7 @@ impl Admission {
             .map(|(_, n)| *n)
             .max()
             .unwrap_or(0);
-        mine < self.ceiling() / active && mine < most_of_others
+        mine < self.bound.ceiling() / active && mine < most_of_others
     }
 
     fn release(&self, tenant: &str, admitted: Instant, reserved: bool) {
