@@ -36,10 +36,11 @@
 //! Refusals are answered by `super::admission_layer`.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use super::tenant_counts::TenantCounts;
 
 /// How often an adaptive limit and the retry delay are reconsidered.
 const WINDOW: Duration = Duration::from_millis(100);
@@ -89,7 +90,7 @@ struct State {
     /// Of those, calls admitted from the reserve.
     reserved: usize,
     /// Calls in flight per tenant; a tenant with none is not listed.
-    tenants: HashMap<String, usize>,
+    tenants: TenantCounts,
     /// The current window: when it began, calls finished in it, their total time.
     window_start: Instant,
     done: u32,
@@ -128,7 +129,7 @@ impl Admission {
                 limit,
                 in_flight: 0,
                 reserved: 0,
-                tenants: HashMap::new(),
+                tenants: TenantCounts::default(),
                 window_start: Instant::now(),
                 done: 0,
                 busy: Duration::ZERO,
@@ -166,7 +167,7 @@ impl Admission {
         st.in_flight += 1;
         st.reserved += usize::from(reserved);
         st.peak = st.peak.max(st.in_flight);
-        *st.tenants.entry(tenant.to_string()).or_insert(0) += 1;
+        st.tenants.add(tenant);
         Ok(Permit {
             admission: self.clone(),
             tenant: tenant.to_string(),
@@ -188,7 +189,7 @@ impl Admission {
     /// what a quiet tenant at a steady rate holds), and never lets the
     /// tenant holding the most take the reserve.
     fn under_share(&self, st: &State, tenant: &str) -> bool {
-        let mine = st.tenants.get(tenant).copied().unwrap_or(0);
+        let mine = st.tenants.of(tenant);
         let active = st.tenants.len() + usize::from(mine == 0);
         if active < 2 {
             return false;
@@ -196,14 +197,7 @@ impl Admission {
         if mine < (st.limit / active).max(1) {
             return true;
         }
-        let most_of_others = st
-            .tenants
-            .iter()
-            .filter(|(t, _)| t.as_str() != tenant)
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0);
-        mine < self.bound.ceiling() / active && mine < most_of_others
+        mine < self.bound.ceiling() / active && mine < st.tenants.most_except(tenant)
     }
 
     fn release(&self, tenant: &str, admitted: Instant, reserved: bool) {
@@ -211,12 +205,7 @@ impl Admission {
         let mut st = self.lock();
         st.in_flight -= 1;
         st.reserved -= usize::from(reserved);
-        if let Some(n) = st.tenants.get_mut(tenant) {
-            *n -= 1;
-            if *n == 0 {
-                st.tenants.remove(tenant);
-            }
-        }
+        st.tenants.remove(tenant);
         st.done += 1;
         st.busy += now.saturating_duration_since(admitted);
         self.adapt(&mut st, now);

@@ -34,6 +34,7 @@ use super::{
     admission::is_bounded,
     around::{Around, AroundLayer, BoxFuture},
     deadline::tenant_of,
+    tenant_counts::TenantCounts,
 };
 
 /// How long a tenant counts as active after its last call.
@@ -48,7 +49,7 @@ pub struct FairGate {
 struct State {
     running: usize,
     /// Running calls per tenant; a tenant with none is not listed.
-    running_by: HashMap<String, usize>,
+    running_by: TenantCounts,
     /// Waiting calls per tenant, oldest first (a dropped call's sender
     /// stays until its turn comes, and is skipped then).
     waiting: HashMap<String, VecDeque<oneshot::Sender<()>>>,
@@ -85,10 +86,6 @@ impl State {
         }
     }
 
-    fn running_of(&self, tenant: &str) -> usize {
-        self.running_by.get(tenant).copied().unwrap_or(0)
-    }
-
     /// Whether a call of `tenant` may run now as far as its share goes.
     fn under_share(&self, tenant: &str, slots: usize) -> bool {
         let others = match self.seen.len() {
@@ -97,27 +94,17 @@ impl State {
             _ => true,
         };
         let share = if others { (slots / 2).max(1) } else { slots };
-        self.running_of(tenant) < share
+        self.running_by.of(tenant) < share
     }
 
     fn start(&mut self, tenant: &str) {
         self.running += 1;
-        match self.running_by.get_mut(tenant) {
-            Some(n) => *n += 1,
-            None => {
-                self.running_by.insert(tenant.to_string(), 1);
-            }
-        }
+        self.running_by.add(tenant);
     }
 
     fn stop(&mut self, tenant: &str) {
         self.running -= 1;
-        if let Some(n) = self.running_by.get_mut(tenant) {
-            *n -= 1;
-            if *n == 0 {
-                self.running_by.remove(tenant);
-            }
-        }
+        self.running_by.remove(tenant);
     }
 }
 

@@ -15,5 +15,6 @@ pub mod parse;
 pub mod routes;
 pub mod service;
 pub mod status;
+mod tenant_counts;
 pub mod watchers;
 pub mod wire;
